@@ -1,0 +1,9 @@
+"""Where TFF computations run: owned local workers, several workers, in-process."""
+
+from tff_hgb.runtime.local import local_runtime
+from tff_hgb.runtime.local import set_local_context
+from tff_hgb.runtime.local import set_multi_worker_context
+from tff_hgb.runtime.workers import WorkerError
+from tff_hgb.runtime.workers import start_worker
+from tff_hgb.runtime.workers import started_workers
+from tff_hgb.runtime.workers import stop_all_workers
