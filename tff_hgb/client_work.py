@@ -1,0 +1,409 @@
+"""HGB client work: local training on the OGR-blended loss (ALGORITHM.md §4.2).
+
+`build_hgb_client_update` is the plain-TF local procedure (snapshots A, B, C,
+warm-up, modality weights z^k, client weight u_k); `build_hgb_client_work` is a
+thin TFF wrapper that gives it placements and types.
+
+Client data is a structure of three batched datasets (see
+`tff_hgb.data.client_data.FederatedData.client_datasets`):
+  OrderedDict(train=<T_k, shuffled>, val=<V_k>, probe=<T'_k ⊂ T_k, |T'_k|=|V_k|>)
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Callable, Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_hgb import losses
+from tff_hgb import models
+from tff_hgb import ogr
+
+# How the heads' losses are weighted during local training.
+BLEND_OGR = 'ogr'          # M-GB: z^k from ΔG/ΔO² after the warm-up.
+BLEND_PRIOR = 'prior'      # The global prior z̄ (restricted to H_k) throughout.
+BLEND_UNIFORM = 'uniform'  # Equal weights over H_k (C-GB only; fixed aux heads).
+BLEND_FUSED = 'fused'      # The fusion head only (the paper's FedAvg).
+BLENDS = (BLEND_OGR, BLEND_PRIOR, BLEND_UNIFORM, BLEND_FUSED)
+
+# How the server weights this client's update.
+WEIGHT_OGR = 'ogr'                    # C-GB: u_k = ΔG/(2ΔO²) + δ·n_k.
+WEIGHT_NUM_EXAMPLES = 'num_examples'  # FedAvg's weighting.
+WEIGHTINGS = (WEIGHT_OGR, WEIGHT_NUM_EXAMPLES)
+
+
+@dataclasses.dataclass(frozen=True)
+class HGBHParams:
+  """Numeric hyper-parameters; they live in the process state (set_hparams).
+
+  Attributes:
+    local_epochs: E, local epochs per round.
+    warmup_fraction: φ, warm-up steps as a fraction of one local epoch.
+    epsilon: floor of ΔO² (§3).
+    delta: δ in u_k = ΔG/(2ΔO²) + δ·n_k (fallback to example counts).
+    blend_smoothing: γ, z ← (1−γ)·z + γ·uniform (§5b; 0 = paper).
+    fusion_weight_floor: z_fusion ≥ floor (§5b; 0 = paper).
+    blend_scale: the blended loss is multiplied by this (§5b; 1 = sum to 1).
+    delta_o_relative_floor: κ, ΔO² ≥ κ·mean over heads (§5b; 0 = absolute only).
+  """
+
+  local_epochs: int = 1
+  warmup_fraction: float = 0.5
+  epsilon: float = ogr.DEFAULT_EPSILON
+  delta: float = ogr.DEFAULT_DELTA
+  blend_smoothing: float = 0.0
+  fusion_weight_floor: float = 0.0
+  blend_scale: float = 1.0
+  delta_o_relative_floor: float = 0.0
+
+  def __post_init__(self):
+    if self.local_epochs < 1:
+      raise ValueError(f'local_epochs must be ≥ 1, got {self.local_epochs}.')
+    if not 0.0 <= self.warmup_fraction <= 1.0:
+      raise ValueError('warmup_fraction must lie in [0, 1], got '
+                       f'{self.warmup_fraction}.')
+    if not 0.0 <= self.blend_smoothing <= 1.0:
+      raise ValueError('blend_smoothing must lie in [0, 1], got '
+                       f'{self.blend_smoothing}.')
+    if not 0.0 <= self.fusion_weight_floor <= 1.0:
+      raise ValueError('fusion_weight_floor must lie in [0, 1], got '
+                       f'{self.fusion_weight_floor}.')
+    for name in ('epsilon', 'delta', 'blend_scale', 'delta_o_relative_floor'):
+      if getattr(self, name) < 0:
+        raise ValueError(f'{name} must be ≥ 0, got {getattr(self, name)}.')
+
+  def as_state(self) -> collections.OrderedDict:
+    return collections.OrderedDict(
+        local_epochs=np.int32(self.local_epochs),
+        warmup_fraction=np.float32(self.warmup_fraction),
+        epsilon=np.float32(self.epsilon),
+        delta=np.float32(self.delta),
+        blend_smoothing=np.float32(self.blend_smoothing),
+        fusion_weight_floor=np.float32(self.fusion_weight_floor),
+        blend_scale=np.float32(self.blend_scale),
+        delta_o_relative_floor=np.float32(self.delta_o_relative_floor),
+    )
+
+
+def _zeros_like_heads(num_heads):
+  z = tf.zeros([num_heads], tf.float32)
+  return (z, z, z)
+
+
+def build_hgb_client_update(model_fn: Callable[[], models.MultiModalModel],
+                            *, blend: str, weighting: str):
+  """The local procedure of one HGB client, as a `tf.function`.
+
+  Returns:
+    `client_update(optimizer, initial_weights, prior, hparams, optimizer_hparams,
+    data)` → (ClientResult, model metrics, OrderedDict of HGB statistics).
+  """
+  model = model_fn()
+  heads = model.heads
+  num_heads = len(heads)
+
+  def evaluate(dataset):
+    """Inference-mode per-head (loss_sum, correct, count) over a dataset."""
+
+    def accumulate(totals, batch):
+      _, loss_sum, correct, count = model.head_statistics(batch,
+                                                          training=False)
+      return (totals[0] + loss_sum, totals[1] + correct, totals[2] + count)
+
+    return dataset.reduce(_zeros_like_heads(num_heads), accumulate)
+
+  @tf.function
+  def client_update(optimizer, initial_weights, prior, hparams,
+                    optimizer_hparams, data):
+    model_weights = tff.learning.models.ModelWeights.from_model(model)
+    tf.nest.map_structure(lambda v, t: v.assign(t), model_weights,
+                          initial_weights)
+    trainable = tuple(tf.nest.flatten(model_weights.trainable))
+
+    # Snapshot A: the received global model.
+    probe_a = evaluate(data['probe'])
+    val_a = evaluate(data['val'])
+    train_loss_a = losses.mean_head_losses(probe_a[0], probe_a[2])
+    val_loss_a = losses.mean_head_losses(val_a[0], val_a[2])
+    present = tf.cast(
+        tf.logical_and(probe_a[2] > 0, val_a[2] > 0), tf.float32)
+    uniform = tf.math.divide_no_nan(present, tf.reduce_sum(present))
+
+    if blend == BLEND_FUSED:
+      warmup_z = tf.one_hot(num_heads - 1, num_heads)
+    elif blend == BLEND_UNIFORM:
+      warmup_z = uniform
+    else:
+      warmup_z = ogr.restrict_prior(prior, present)
+
+    steps_per_epoch = data['train'].reduce(
+        tf.constant(0, tf.int32), lambda count, _: count + 1)
+    total_steps = steps_per_epoch * hparams['local_epochs']
+    warmup_steps = tf.minimum(
+        tf.cast(tf.floor(hparams['warmup_fraction'] *
+                         tf.cast(steps_per_epoch, tf.float32)), tf.int32),
+        total_steps)
+    # One iterator over all E epochs, so the steps after the warm-up continue
+    # exactly where it stopped (same batches as an uninterrupted loop).
+    iterator = iter(data['train'].repeat(
+        tf.cast(hparams['local_epochs'], tf.int64)))
+
+    def train_steps(num_steps, z, optimizer_state, num_examples):
+      for _ in tf.range(num_steps):
+        batch = iterator.get_next()
+        with tf.GradientTape() as tape:
+          _, loss_sum, correct, count = model.head_statistics(batch,
+                                                              training=True)
+          loss = hparams['blend_scale'] * losses.blended_loss(
+              losses.mean_head_losses(loss_sum, count), z)
+          if model.keras_model.losses:
+            loss += tf.add_n(model.keras_model.losses)
+        gradients = tape.gradient(loss, trainable)
+        gradients = tuple(
+            tf.zeros_like(v) if g is None else g
+            for v, g in zip(trainable, gradients))
+        optimizer_state, updated = optimizer.next(optimizer_state, trainable,
+                                                  gradients)
+        for variable, value in zip(trainable, updated):
+          variable.assign(value)
+        batch_size = tf.shape(batch['y'])[0]
+        model.update_metrics(loss_sum, correct, count, batch_size)
+        num_examples += tf.cast(batch_size, tf.int64)
+      return optimizer_state, num_examples
+
+    optimizer_state = optimizer.initialize(
+        tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable))
+    optimizer_state = optimizer.set_hparams(optimizer_state, optimizer_hparams)
+    num_examples = tf.constant(0, tf.int64)
+    optimizer_state, num_examples = train_steps(warmup_steps, warmup_z,
+                                                optimizer_state, num_examples)
+
+    # Snapshot B and modality-level blending.
+    if blend == BLEND_OGR:
+      probe_b = evaluate(data['probe'])
+      val_b = evaluate(data['val'])
+      z = ogr.modality_blend_weights(
+          train_loss_a, val_loss_a,
+          losses.mean_head_losses(probe_b[0], probe_b[2]),
+          losses.mean_head_losses(val_b[0], val_b[2]),
+          present, warmup_z, epsilon=hparams['epsilon'],
+          relative_floor=hparams['delta_o_relative_floor'])
+      z = ogr.stabilize_blend(z, present,
+                              smoothing=hparams['blend_smoothing'],
+                              fusion_floor=hparams['fusion_weight_floor'])
+    else:
+      z = warmup_z
+    optimizer_state, num_examples = train_steps(total_steps - warmup_steps, z,
+                                                optimizer_state, num_examples)
+
+    # Snapshot C and the client-level weight on the blended loss A → C.
+    probe_c = evaluate(data['probe'])
+    val_c = evaluate(data['val'])
+    train_loss_c = losses.mean_head_losses(probe_c[0], probe_c[2])
+    val_loss_c = losses.mean_head_losses(val_c[0], val_c[2])
+    blended = [losses.blended_loss(x, z) for x in
+               (train_loss_a, val_loss_a, train_loss_c, val_loss_c)]
+    # n_k: training examples (examples trained on, divided by E).
+    num_train_examples = tf.cast(num_examples, tf.float32) / tf.cast(
+        hparams['local_epochs'], tf.float32)
+    u = ogr.client_weight(*blended, num_train_examples,
+                          epsilon=hparams['epsilon'], delta=hparams['delta'])
+    delta_g, delta_o = ogr.generalization_and_overfitting(*blended)
+
+    update = tf.nest.map_structure(tf.subtract, initial_weights.trainable,
+                                   model_weights.trainable)
+    update, non_finite = _zero_all_if_any_non_finite(update)
+    rejected = tf.cast(non_finite, tf.float32)
+    if weighting == WEIGHT_OGR:
+      weight = u
+    else:
+      weight = tf.cast(num_examples, tf.float32)
+    weight = weight * (1.0 - rejected)
+    if non_finite > 0:
+      model.reset_metrics()
+    accepted = 1.0 - rejected
+    stats = collections.OrderedDict(
+        z_sum=z * num_train_examples * accepted,
+        z_weight=num_train_examples * accepted,
+        weight=weight,
+        weight_squared=weight * weight,
+        u=u * accepted,
+        delta_g=ogr.finite_or_zero(delta_g) * accepted,
+        delta_o=ogr.finite_or_zero(delta_o) * accepted,
+        rejected=rejected,
+        clients=tf.constant(1.0),
+        val_loss_sum=val_a[0],
+        val_correct=val_a[1],
+        val_count=val_a[2],
+        probe_loss_sum=probe_a[0],
+        probe_count=probe_a[2],
+    )
+    return (tff.learning.templates.ClientResult(update=update,
+                                                update_weight=weight),
+            model.report_local_unfinalized_metrics(), stats)
+
+  return client_update
+
+
+def _zero_all_if_any_non_finite(structure):
+  flat = tf.nest.flatten(structure)
+  finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in flat])
+  zeroed = tf.nest.map_structure(tf.zeros_like, structure)
+  return tf.cond(finite, lambda: (structure, tf.constant(0, tf.int32)),
+                 lambda: (zeroed, tf.constant(1, tf.int32)))
+
+
+def build_hgb_client_work(
+    model_fn: Callable[[], models.MultiModalModel],
+    optimizer: tff.learning.optimizers.Optimizer,
+    *,
+    blend: str = BLEND_OGR,
+    weighting: str = WEIGHT_OGR,
+    hparams: HGBHParams = HGBHParams(),
+    metrics_aggregator=None,
+) -> tff.learning.templates.ClientWorkProcess:
+  """HGB's `tff.learning.templates.ClientWorkProcess`.
+
+  Type signatures (H = number of heads, W = model weights, D = client data):
+    initialize: ( -> <prior=float32[H], optimizer=<hparams>, hgb=<hparams>>@SERVER)
+    next: (<state@SERVER, W@CLIENTS, <train=D*,val=D*,probe=D*>@CLIENTS> ->
+           <state=state@SERVER, result=<update=W.trainable,
+            update_weight=float32>@CLIENTS, measurements=<train=...,
+            hgb=...>@SERVER>)
+
+  The state carries the global blending prior z̄ (the n_k-weighted mean of the
+  clients' z^k, kept unchanged when no client reports), the client optimizer's
+  hyper-parameters and HGB's numeric hyper-parameters.
+  """
+  if blend not in BLENDS:
+    raise ValueError(f'blend must be one of {BLENDS}, got {blend!r}.')
+  if weighting not in WEIGHTINGS:
+    raise ValueError(f'weighting must be one of {WEIGHTINGS}, got '
+                     f'{weighting!r}.')
+  with tf.Graph().as_default():
+    model = model_fn()
+    if not isinstance(model, models.MultiModalModel):
+      raise TypeError('HGB needs a tff_hgb.models.MultiModalModel (per-head '
+                      f'losses); model_fn returned {type(model).__name__}.')
+    heads = model.heads
+    element_type = tff.types.tensorflow_to_type(model.input_spec)
+    weights_type = tff.learning.models.weights_type_from_model(model)
+    metric_finalizers = model.metric_finalizers()
+    unfinalized_type = tff.types.tensorflow_to_type(
+        tf.nest.map_structure(
+            lambda t: tf.TensorSpec(t.shape, t.dtype),
+            model.report_local_unfinalized_metrics()))
+  num_heads = len(heads)
+  data_type = tff.types.StructWithPythonType(
+      [('train', tff.SequenceType(element_type)),
+       ('val', tff.SequenceType(element_type)),
+       ('probe', tff.SequenceType(element_type))], collections.OrderedDict)
+  if metrics_aggregator is None:
+    metrics_aggregator = tff.learning.metrics.sum_then_finalize
+  aggregate_metrics = metrics_aggregator(metric_finalizers, unfinalized_type)
+
+  optimizer_hparams = optimizer.get_hparams(
+      optimizer.initialize(tf.TensorSpec((), tf.float32)))
+  initial_state = collections.OrderedDict(
+      prior=np.full([num_heads], 1.0 / num_heads, np.float32),
+      optimizer=optimizer_hparams,
+      hgb=hparams.as_state(),
+  )
+
+  @tff.federated_computation
+  def init_fn():
+    return tff.federated_value(initial_state, tff.SERVER)
+
+  state_type = init_fn.type_signature.result.member
+
+  @tff.tensorflow.computation(state_type.prior, state_type.hgb,
+                              state_type.optimizer, weights_type, data_type)
+  def client_update_comp(prior, hgb_hparams, opt_hparams, weights, data):
+    update_fn = build_hgb_client_update(model_fn, blend=blend,
+                                        weighting=weighting)
+    return update_fn(optimizer, weights, prior, hgb_hparams, opt_hparams, data)
+
+  stats_type = client_update_comp.type_signature.result[2]
+
+  @tff.tensorflow.computation(
+      (state_type.prior, stats_type, stats_type.weight, stats_type.weight))
+  def summarize_comp(args):
+    prior, totals, max_weight, min_weight = args
+    return _summarize(prior, totals, max_weight, min_weight, heads)
+
+  @tff.federated_computation(
+      init_fn.type_signature.result,
+      tff.FederatedType(weights_type, tff.CLIENTS),
+      tff.FederatedType(data_type, tff.CLIENTS))
+  def next_fn(state, weights, client_data):
+    prior = tff.federated_broadcast(state.prior)
+    hgb_hparams = tff.federated_broadcast(state.hgb)
+    opt_hparams = tff.federated_broadcast(state.optimizer)
+    client_result, model_metrics, stats = tff.federated_map(
+        client_update_comp,
+        (prior, hgb_hparams, opt_hparams, weights, client_data))
+    train_metrics = aggregate_metrics(model_metrics)
+    totals = tff.federated_sum(stats)
+    max_weight = tff.federated_max(stats.weight)
+    min_weight = tff.federated_min(stats.weight)
+    new_prior, hgb_metrics = tff.federated_map(
+        summarize_comp, tff.federated_zip(
+            (state.prior, totals, max_weight, min_weight)))
+    new_state = tff.federated_zip(collections.OrderedDict(
+        prior=new_prior, optimizer=state.optimizer, hgb=state.hgb))
+    measurements = tff.federated_zip(
+        collections.OrderedDict(train=train_metrics, hgb=hgb_metrics))
+    return tff.templates.MeasuredProcessOutput(new_state, client_result,
+                                               measurements)
+
+  @tff.tensorflow.computation(state_type)
+  def get_hparams_fn(state):
+    return collections.OrderedDict(optimizer=state['optimizer'],
+                                   hgb=state['hgb'])
+
+  hparams_type = get_hparams_fn.type_signature.result
+
+  @tff.tensorflow.computation(state_type, hparams_type)
+  def set_hparams_fn(state, new_hparams):
+    return collections.OrderedDict(prior=state['prior'],
+                                   optimizer=new_hparams['optimizer'],
+                                   hgb=new_hparams['hgb'])
+
+  return tff.learning.templates.ClientWorkProcess(
+      init_fn, next_fn, get_hparams_fn=get_hparams_fn,
+      set_hparams_fn=set_hparams_fn)
+
+
+def _summarize(prior, totals, max_weight, min_weight, heads):
+  """Server side: the new prior z̄ and the round's HGB metrics."""
+  reported = totals['z_weight'] > 0
+  new_prior = tf.where(reported, totals['z_sum'] / tf.maximum(
+      totals['z_weight'], 1e-30), prior)
+  total_weight = totals['weight']
+  accepted = totals['clients'] - totals['rejected']
+  metrics = collections.OrderedDict()
+  for i, head in enumerate(heads):
+    metrics[f'z/{head}'] = new_prior[i]
+  metrics['client_weight/min'] = min_weight
+  metrics['client_weight/max'] = max_weight
+  metrics['client_weight/max_share'] = tf.math.divide_no_nan(max_weight,
+                                                             total_weight)
+  # Effective number of clients 1/Σp_k² with p_k = w_k/Σw.
+  metrics['client_weight/effective_clients'] = tf.math.divide_no_nan(
+      total_weight * total_weight, totals['weight_squared'])
+  metrics['delta_g/mean'] = tf.math.divide_no_nan(totals['delta_g'], accepted)
+  metrics['delta_o/mean'] = tf.math.divide_no_nan(totals['delta_o'], accepted)
+  metrics['u/mean'] = tf.math.divide_no_nan(totals['u'], accepted)
+  metrics['rejected_clients'] = totals['rejected']
+  for i, head in enumerate(heads):
+    metrics[f'val/{head}/loss'] = tf.math.divide_no_nan(
+        totals['val_loss_sum'][i], totals['val_count'][i])
+    metrics[f'val/{head}/accuracy'] = tf.math.divide_no_nan(
+        totals['val_correct'][i], totals['val_count'][i])
+    metrics[f'probe/{head}/loss'] = tf.math.divide_no_nan(
+        totals['probe_loss_sum'][i], totals['probe_count'][i])
+  return new_prior, metrics

@@ -1,0 +1,136 @@
+"""Hierarchical Gradient Blending as a `tff.learning.templates.LearningProcess`.
+
+S. Chen, B. Li, "Towards Optimal Multi-Modal Federated Learning on Non-IID Data
+with Hierarchical Gradient Blending", IEEE INFOCOM 2022; the OGR estimator is
+from W. Wang, D. Tran, M. Feiszli, "What Makes Training Multi-modal
+Classification Networks Hard?", CVPR 2020. This module only composes:
+broadcast distributor → HGB client work (`client_work.py`) → a weighted
+aggregation of the clients' deltas by their weights → server optimizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional, Union
+
+import numpy as np
+import tensorflow_federated as tff
+
+from tff_hgb import client_work as client_work_lib
+from tff_hgb import models
+
+DEFAULT_SERVER_OPTIMIZER_FN = lambda: tff.learning.optimizers.build_sgdm(  # pylint: disable=g-long-lambda
+    learning_rate=1.0)
+
+# mode → (how heads are blended on clients, how the server weights clients).
+MODES = {
+    # The paper's algorithm, literally (ALGORITHM.md §4, no §5b stabiliser).
+    'hgb_paper': (client_work_lib.BLEND_OGR, client_work_lib.WEIGHT_OGR),
+    # The default configuration (see DEFAULT_HGB_HPARAMS).
+    'hgb': (client_work_lib.BLEND_OGR, client_work_lib.WEIGHT_OGR),
+    # Ablations of the paper's Table III.
+    'm_gb': (client_work_lib.BLEND_OGR, client_work_lib.WEIGHT_NUM_EXAMPLES),
+    'c_gb': (client_work_lib.BLEND_UNIFORM, client_work_lib.WEIGHT_OGR),
+    # Blending switched off: fused loss, example-count weights (= FedAvg).
+    'fused': (client_work_lib.BLEND_FUSED, client_work_lib.WEIGHT_NUM_EXAMPLES),
+    # Fixed, equal head weights with example-count weights.
+    'all_heads': (client_work_lib.BLEND_UNIFORM,
+                  client_work_lib.WEIGHT_NUM_EXAMPLES),
+}
+
+# The literal paper: no stabiliser.
+PAPER_HPARAMS = client_work_lib.HGBHParams()
+# The default `hgb` configuration. Until the study of ALGORITHM.md §5b has chosen
+# one on validation data, it is the paper's.
+DEFAULT_HGB_HPARAMS = PAPER_HPARAMS
+
+OptimizerArg = Union[tff.learning.optimizers.Optimizer,
+                     Callable[[], tff.learning.optimizers.Optimizer]]
+
+
+def _as_optimizer(optimizer: OptimizerArg, name: str):
+  if isinstance(optimizer, tff.learning.optimizers.Optimizer):
+    return optimizer
+  if callable(optimizer):
+    built = optimizer()
+    if isinstance(built, tff.learning.optimizers.Optimizer):
+      return built
+  raise TypeError(f'{name} must be a tff.learning.optimizers.Optimizer or a '
+                  'no-argument callable returning one (Keras optimizers are '
+                  f'not supported by TFF 0.87), got {type(optimizer).__name__}.')
+
+
+def build_hgb_process(
+    model_fn: Callable[[], models.MultiModalModel],
+    *,
+    client_optimizer_fn: OptimizerArg,
+    server_optimizer_fn: Optional[OptimizerArg] = None,
+    mode: str = 'hgb',
+    hparams: Optional[client_work_lib.HGBHParams] = None,
+    model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None,
+    metrics_aggregator=None,
+    **hparam_overrides,
+) -> tff.learning.templates.LearningProcess:
+  """Builds the HGB learning process.
+
+  Args:
+    model_fn: no-argument callable returning a `tff_hgb.models.MultiModalModel`
+      (new variables on each call), e.g. from `models.build_model_fn`.
+    client_optimizer_fn: a `tff.learning.optimizers.Optimizer` (or a callable
+      returning one) for local training.
+    server_optimizer_fn: optimizer applied to the aggregated delta; default SGD
+      with learning rate 1 (w ← w − Δ̄).
+    mode: one of `MODES`: 'hgb' (default configuration), 'hgb_paper' (literal),
+      'm_gb', 'c_gb', 'fused' (blending off: FedAvg), 'all_heads'.
+    hparams: numeric hyper-parameters; defaults depend on the mode.
+    model_aggregator: a `tff.aggregators.WeightedAggregationFactory` receiving
+      each client's delta with its weight (u_k or n_k); default
+      `tff.aggregators.MeanFactory()`. DP, clipping and compression factories
+      compose here.
+    metrics_aggregator: as in `tff.learning.algorithms.build_weighted_fed_avg`.
+    **hparam_overrides: fields of `HGBHParams` overriding `hparams`.
+
+  Returns:
+    A `tff.learning.templates.LearningProcess` with
+      initialize: ( -> LearningAlgorithmState@SERVER)
+      next: (<LearningAlgorithmState@SERVER, {<train=D*,val=D*,probe=D*>}@CLIENTS>
+             -> <state=LearningAlgorithmState@SERVER, metrics=<distributor=<>,
+             client_work=<train=..., hgb=...>, aggregator=..., finalizer=...>@SERVER>)
+    where D is the batched element type of the model's input spec. The blending
+    prior z̄ is `state.client_work['prior']`.
+  """
+  if mode not in MODES:
+    raise ValueError(f'Unknown HGB mode {mode!r}; expected one of '
+                     f'{sorted(MODES)}.')
+  blend, weighting = MODES[mode]
+  if hparams is None:
+    hparams = PAPER_HPARAMS if mode == 'hgb_paper' else DEFAULT_HGB_HPARAMS
+  if hparam_overrides:
+    hparams = dataclasses.replace(hparams, **hparam_overrides)
+  client_optimizer = _as_optimizer(client_optimizer_fn, 'client_optimizer_fn')
+  server_optimizer = _as_optimizer(
+      server_optimizer_fn or DEFAULT_SERVER_OPTIMIZER_FN, 'server_optimizer_fn')
+
+  @tff.tensorflow.computation
+  def initial_model_weights_fn():
+    return tff.learning.models.ModelWeights.from_model(model_fn())
+
+  model_weights_type = initial_model_weights_fn.type_signature.result
+  distributor = tff.learning.templates.build_broadcast_process(
+      model_weights_type)
+  client_work = client_work_lib.build_hgb_client_work(
+      model_fn, client_optimizer, blend=blend, weighting=weighting,
+      hparams=hparams, metrics_aggregator=metrics_aggregator)
+  if model_aggregator is None:
+    model_aggregator = tff.aggregators.MeanFactory()
+  if not isinstance(model_aggregator, tff.aggregators.WeightedAggregationFactory):
+    raise TypeError('model_aggregator must be a '
+                    'tff.aggregators.WeightedAggregationFactory, got '
+                    f'{type(model_aggregator).__name__}.')
+  aggregator = model_aggregator.create(model_weights_type.trainable,
+                                       tff.TensorType(np.float32))
+  finalizer = tff.learning.templates.build_apply_optimizer_finalizer(
+      server_optimizer, model_weights_type)
+  return tff.learning.templates.compose_learning_process(
+      initial_model_weights_fn, distributor, client_work, aggregator,
+      finalizer)

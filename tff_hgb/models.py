@@ -1,0 +1,324 @@
+"""Multi-modal Keras models and their TFF `VariableModel` (ALGORITHM.md §2).
+
+`build_keras_model` makes one encoder per modality (chosen by the modality's
+kind, or supplied by the user), one uni-modal head per encoder and a fusion head
+over the concatenated features, in which an absent modality's features are
+multiplied by its mask (zero-filled). The Keras model takes the `x` and `mask`
+parts of an element (see `tff_hgb.data.dataset.element_spec`) and returns an
+OrderedDict of logits, one per head (`losses.head_names`).
+
+`MultiModalModel` wraps such a Keras model as a `tff.learning.models.VariableModel`
+whose training loss is a fixed weighting of the heads' losses: fused loss only
+(the paper's FedAvg), all heads equally, or any other fixed weights. HGB's own
+client work uses the same object for its per-head losses with per-client weights.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Callable, Mapping, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_hgb import losses
+from tff_hgb.data import dataset as dataset_lib
+
+FUSION = losses.FUSION
+
+# A user-supplied encoder: (Keras input tensor, feature_dim, seed) -> features.
+EncoderFn = Callable[[tf.Tensor, int, int], tf.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Sizes of the default encoders (small: the data sets are small)."""
+
+  feature_dim: int = 32
+  hidden_units: int = 64
+  conv_filters: int = 16
+  dropout: float = 0.0
+  seed: int = 0
+
+
+def _init(seed: int):
+  return tf.keras.initializers.GlorotUniform(seed=seed)
+
+
+def _vector_encoder(x, config: ModelConfig, seed: int):
+  h = tf.keras.layers.Dense(config.hidden_units, activation='relu',
+                            kernel_initializer=_init(seed))(x)
+  if config.dropout:
+    h = tf.keras.layers.Dropout(config.dropout, seed=seed)(h)
+  return tf.keras.layers.Dense(config.feature_dim, activation='relu',
+                               kernel_initializer=_init(seed + 1))(h)
+
+
+def _sequence_encoder(x, config: ModelConfig, seed: int):
+  """1-D convolutions over time (time series, spectrogram frames)."""
+  h = tf.keras.layers.Conv1D(config.conv_filters, 5, padding='same',
+                             activation='relu', kernel_initializer=_init(seed))(x)
+  h = tf.keras.layers.MaxPool1D(2, padding='same')(h)
+  h = tf.keras.layers.Conv1D(2 * config.conv_filters, 5, padding='same',
+                             activation='relu',
+                             kernel_initializer=_init(seed + 1))(h)
+  h = tf.keras.layers.GlobalAveragePooling1D()(h)
+  return tf.keras.layers.Dense(config.feature_dim, activation='relu',
+                               kernel_initializer=_init(seed + 2))(h)
+
+
+def _image_encoder(x, config: ModelConfig, seed: int):
+  h = tf.keras.layers.Conv2D(config.conv_filters, 3, strides=2, padding='same',
+                             activation='relu', kernel_initializer=_init(seed))(x)
+  h = tf.keras.layers.Conv2D(2 * config.conv_filters, 3, strides=2,
+                             padding='same', activation='relu',
+                             kernel_initializer=_init(seed + 1))(h)
+  h = tf.keras.layers.GlobalAveragePooling2D()(h)
+  return tf.keras.layers.Dense(config.feature_dim, activation='relu',
+                               kernel_initializer=_init(seed + 2))(h)
+
+
+def _clip_encoder(x, config: ModelConfig, seed: int):
+  """Small 3-D convolutions over [frames, height, width, channels]."""
+  h = tf.keras.layers.Conv3D(config.conv_filters, 3, strides=(1, 2, 2),
+                             padding='same', activation='relu',
+                             kernel_initializer=_init(seed))(x)
+  h = tf.keras.layers.Conv3D(2 * config.conv_filters, 3, strides=2,
+                             padding='same', activation='relu',
+                             kernel_initializer=_init(seed + 1))(h)
+  h = tf.keras.layers.GlobalAveragePooling3D()(h)
+  return tf.keras.layers.Dense(config.feature_dim, activation='relu',
+                               kernel_initializer=_init(seed + 2))(h)
+
+
+_DEFAULT_ENCODERS = {
+    dataset_lib.VECTOR: _vector_encoder,
+    dataset_lib.TIMESERIES: _sequence_encoder,
+    dataset_lib.SPECTROGRAM: _sequence_encoder,
+    dataset_lib.IMAGE: _image_encoder,
+    dataset_lib.FRAMES: _clip_encoder,
+    dataset_lib.FLOW: _clip_encoder,
+}
+
+
+def build_keras_model(
+    modalities: Sequence[dataset_lib.ModalitySpec],
+    num_classes: int,
+    *,
+    config: ModelConfig = ModelConfig(),
+    encoders: Optional[Mapping[str, EncoderFn]] = None,
+) -> tf.keras.Model:
+  """Encoders, uni-modal heads and a masked fusion head.
+
+  Args:
+    modalities: the modalities, in order; head order follows it.
+    num_classes: classes of every head.
+    config: sizes of the default encoders and the initialisation seed.
+    encoders: optional per-modality encoder functions replacing the default
+      for that modality's kind: `fn(input_tensor, feature_dim, seed)`.
+
+  Returns:
+    A Keras model mapping {'x': {m: [B, *shape]}, 'mask': {m: [B]}} to an
+    OrderedDict {head: logits [B, num_classes]}.
+  """
+  if not modalities:
+    raise ValueError('A model needs at least one modality.')
+  names = [m.name for m in modalities]
+  losses.head_names(names)  # Rejects a modality named like the fusion head.
+  encoders = dict(encoders or {})
+  unknown = sorted(set(encoders) - set(names))
+  if unknown:
+    raise ValueError(f'Encoders given for unknown modalities {unknown}; the '
+                     f'model has {names}.')
+  inputs = {
+      'x': collections.OrderedDict(
+          (m.name, tf.keras.Input(m.shape, name=m.name)) for m in modalities),
+      'mask': collections.OrderedDict(
+          (m.name, tf.keras.Input((), name=f'{m.name}_mask'))
+          for m in modalities),
+  }
+  outputs = collections.OrderedDict()
+  masked_features = []
+  for index, spec in enumerate(modalities):
+    seed = config.seed * 1000 + 10 * index
+    if spec.name in encoders:
+      features = encoders[spec.name](inputs['x'][spec.name], config.feature_dim,
+                                     seed)
+    else:
+      features = _DEFAULT_ENCODERS[spec.kind](inputs['x'][spec.name], config,
+                                              seed)
+    outputs[spec.name] = tf.keras.layers.Dense(
+        num_classes, kernel_initializer=_init(seed + 5),
+        name=f'head_{spec.name}')(features)
+    mask = tf.keras.layers.Reshape((1,))(inputs['mask'][spec.name])
+    masked_features.append(tf.keras.layers.Multiply()([features, mask]))
+  fused = (masked_features[0] if len(masked_features) == 1 else
+           tf.keras.layers.Concatenate()(masked_features))
+  outputs[FUSION] = tf.keras.layers.Dense(
+      num_classes, kernel_initializer=_init(config.seed * 1000 + 999),
+      name='head_fusion')(fused)
+  return tf.keras.Model(inputs=inputs, outputs=outputs)
+
+
+def fused_only_weights(modalities: Sequence[str]) -> np.ndarray:
+  """Head weights of the paper's FedAvg: the fusion head's loss only."""
+  weights = np.zeros(len(modalities) + 1, np.float32)
+  weights[-1] = 1.0
+  return weights
+
+
+def equal_head_weights(modalities: Sequence[str]) -> np.ndarray:
+  """Fixed auxiliary heads: every head's loss with the same weight."""
+  return np.full(len(modalities) + 1, 1.0 / (len(modalities) + 1), np.float32)
+
+
+class MultiModalModel(tff.learning.models.VariableModel):
+  """A multi-modal Keras model as a TFF `VariableModel`.
+
+  `forward_pass` returns the loss Σ_h head_weights[h] · L_h (fixed weights) and
+  updates per-head loss/accuracy metrics. `head_statistics` gives per-head sums
+  for callers that blend heads with their own weights (HGB client work).
+  """
+
+  def __init__(self, keras_model: tf.keras.Model,
+               modalities: Sequence[dataset_lib.ModalitySpec],
+               head_weights: Optional[Sequence[float]] = None,
+               batch_size: Optional[int] = None):
+    self._keras_model = keras_model
+    self._modalities = [m.name for m in modalities]
+    self._heads = losses.head_names(self._modalities)
+    if head_weights is None:
+      head_weights = fused_only_weights(self._modalities)
+    head_weights = np.asarray(head_weights, np.float32)
+    if head_weights.shape != (len(self._heads),):
+      raise ValueError(f'head_weights needs {len(self._heads)} entries '
+                       f'({self._heads}), got {head_weights.shape}.')
+    self._head_weights = tf.constant(head_weights)
+    spec = dataset_lib.element_spec(modalities)
+    self._input_spec = tf.nest.map_structure(
+        lambda s: tf.TensorSpec([batch_size] + s.shape.as_list(), s.dtype), spec)
+    num_heads = len(self._heads)
+
+    def zeros(name):
+      return tf.Variable(tf.zeros([num_heads]), trainable=False, name=name)
+
+    self._loss_sum = zeros('head_loss_sum')
+    self._correct = zeros('head_correct')
+    self._count = zeros('head_count')
+    self._num_examples = tf.Variable(0, trainable=False, dtype=tf.int64,
+                                     name='num_examples')
+    self._num_batches = tf.Variable(0, trainable=False, dtype=tf.int64,
+                                    name='num_batches')
+
+  @property
+  def keras_model(self) -> tf.keras.Model:
+    return self._keras_model
+
+  @property
+  def modalities(self) -> list[str]:
+    return list(self._modalities)
+
+  @property
+  def heads(self) -> list[str]:
+    return list(self._heads)
+
+  @property
+  def trainable_variables(self):
+    return self._keras_model.trainable_variables
+
+  @property
+  def non_trainable_variables(self):
+    return self._keras_model.non_trainable_variables
+
+  @property
+  def local_variables(self):
+    return [self._loss_sum, self._correct, self._count, self._num_examples,
+            self._num_batches]
+
+  @property
+  def input_spec(self):
+    return self._input_spec
+
+  @tf.function
+  def predict_on_batch(self, batch_input, training=True):
+    return self._keras_model(
+        {'x': batch_input['x'], 'mask': batch_input['mask']}, training=training)
+
+  def head_statistics(self, batch_input, training=True):
+    """(logits, loss_sum [H], correct [H], count [H]) of one batch."""
+    logits = self._keras_model(
+        {'x': batch_input['x'], 'mask': batch_input['mask']}, training=training)
+    stats = losses.head_statistics(logits, batch_input['y'],
+                                   batch_input['mask'], self._modalities)
+    return (logits,) + stats
+
+  def update_metrics(self, loss_sum, correct, count, num_examples):
+    self._loss_sum.assign_add(loss_sum)
+    self._correct.assign_add(correct)
+    self._count.assign_add(count)
+    self._num_examples.assign_add(tf.cast(num_examples, tf.int64))
+    self._num_batches.assign_add(1)
+
+  @tf.function
+  def forward_pass(self, batch_input, training=True):
+    logits, loss_sum, correct, count = self.head_statistics(batch_input,
+                                                            training)
+    num_examples = tf.shape(batch_input['y'])[0]
+    self.update_metrics(loss_sum, correct, count, num_examples)
+    loss = losses.blended_loss(losses.mean_head_losses(loss_sum, count),
+                               self._head_weights)
+    if self._keras_model.losses:
+      loss += tf.add_n(self._keras_model.losses)
+    return tff.learning.models.BatchOutput(
+        loss=loss, predictions=logits, num_examples=num_examples)
+
+  @tf.function
+  def report_local_unfinalized_metrics(self):
+    metrics = collections.OrderedDict()
+    for i, head in enumerate(self._heads):
+      metrics[f'{head}/loss'] = [self._loss_sum[i], self._count[i]]
+      metrics[f'{head}/accuracy'] = [self._correct[i], self._count[i]]
+    metrics['num_examples'] = [self._num_examples.read_value()]
+    metrics['num_batches'] = [self._num_batches.read_value()]
+    return metrics
+
+  def metric_finalizers(self):
+    def ratio(values):
+      return tf.math.divide_no_nan(values[0], values[1])
+
+    def total(values):
+      return values[0]
+
+    finalizers = collections.OrderedDict()
+    for head in self._heads:
+      finalizers[f'{head}/loss'] = ratio
+      finalizers[f'{head}/accuracy'] = ratio
+    finalizers['num_examples'] = total
+    finalizers['num_batches'] = total
+    return finalizers
+
+  @tf.function
+  def reset_metrics(self):
+    for variable in self.local_variables:
+      variable.assign(tf.zeros_like(variable))
+
+
+def build_model_fn(
+    modalities: Sequence[dataset_lib.ModalitySpec],
+    num_classes: int,
+    *,
+    config: ModelConfig = ModelConfig(),
+    encoders: Optional[Mapping[str, EncoderFn]] = None,
+    head_weights: Optional[Sequence[float]] = None,
+) -> Callable[[], MultiModalModel]:
+  """A no-argument `model_fn` as TFF's builders expect (new variables per call)."""
+  modalities = list(modalities)
+
+  def model_fn() -> MultiModalModel:
+    keras_model = build_keras_model(modalities, num_classes, config=config,
+                                    encoders=encoders)
+    return MultiModalModel(keras_model, modalities, head_weights=head_weights)
+
+  return model_fn
