@@ -1,0 +1,201 @@
+"""build_hgb_process: parity with TFF's FedAvg, the modes of §5, types, composition."""
+
+import collections
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_hgb import client_work
+from tff_hgb import hgb
+from tff_hgb import models
+from tff_hgb.data import dataset as dataset_lib
+
+MODALITIES = [dataset_lib.ModalitySpec('a', 'vector', (5,)),
+              dataset_lib.ModalitySpec('b', 'vector', (3,))]
+NUM_CLASSES = 3
+
+
+def _client(rng, n, *, presence_b=1.0, batch_size=4, num_val=4, labels=None):
+  features = {'a': rng.normal(size=(n, 5)).astype(np.float32),
+              'b': rng.normal(size=(n, 3)).astype(np.float32)}
+  if labels is None:
+    labels = rng.integers(0, NUM_CLASSES, n)
+  ds = dataset_lib.MultiModalDataset(
+      'test', MODALITIES, features, labels, ['x', 'y', 'z'],
+      presence={'a': np.ones(n, np.float32),
+                'b': np.full(n, presence_b, np.float32)})
+  examples = dataset_lib.to_tf_dataset(ds)
+  return collections.OrderedDict(
+      train=examples.take(n - num_val).batch(batch_size),
+      val=examples.skip(n - num_val).batch(batch_size),
+      probe=examples.take(num_val).batch(batch_size))
+
+
+@pytest.fixture(scope='module')
+def clients():
+  rng = np.random.default_rng(0)
+  return [_client(rng, 20), _client(rng, 16, presence_b=0.0),
+          _client(rng, 12)]
+
+
+def _max_abs_diff(a, b):
+  return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
+
+
+def test_fused_mode_matches_tff_weighted_fed_avg(clients):
+  model_fn = models.build_model_fn(MODALITIES, NUM_CLASSES)
+  optimizer = tff.learning.optimizers.build_sgdm(learning_rate=0.1)
+  ours = hgb.build_hgb_process(model_fn, client_optimizer_fn=optimizer,
+                               mode='fused', local_epochs=2)
+  theirs = tff.learning.algorithms.build_weighted_fed_avg(
+      model_fn, client_optimizer_fn=optimizer)
+  state, reference = ours.initialize(), theirs.initialize()
+  initial = ours.get_model_weights(state).trainable
+  for _ in range(3):
+    state = ours.next(state, clients).state
+    reference = theirs.next(
+        reference, [c['train'].repeat(2) for c in clients]).state
+  ours_weights = ours.get_model_weights(state).trainable
+  assert _max_abs_diff(ours_weights,
+                       theirs.get_model_weights(reference).trainable) <= 1e-5
+  # And training did move the model (the comparison is not vacuous).
+  assert _max_abs_diff(ours_weights, initial) > 1e-3
+
+
+def test_type_signatures_are_as_documented():
+  model_fn = models.build_model_fn(MODALITIES, NUM_CLASSES)
+  process = hgb.build_hgb_process(
+      model_fn, client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.1))
+  assert isinstance(process, tff.learning.templates.LearningProcess)
+  init_type = process.initialize.type_signature
+  assert init_type.parameter is None
+  assert init_type.result.placement is tff.SERVER
+  state = init_type.result.member
+  assert state.client_work.prior == tff.TensorType(np.float32, [3])
+  next_type = process.next.type_signature
+  data_type = next_type.parameter[1]
+  assert data_type.placement is tff.CLIENTS
+  assert list(dict(tff.structure.iter_elements(data_type.member))) == [
+      'train', 'val', 'probe']
+  element = data_type.member.train.element
+  assert element.y == tff.TensorType(np.int32, [None])
+  assert element.x.a == tff.TensorType(np.float32, [None, 5])
+  metrics = next_type.result.metrics.member
+  hgb_metrics = dict(tff.structure.iter_elements(metrics.client_work.hgb))
+  for name in ('z/fusion', 'client_weight/effective_clients',
+               'client_weight/max_share', 'rejected_clients',
+               'val/fusion/accuracy', 'delta_g/mean'):
+    assert name in hgb_metrics
+
+
+def test_prior_starts_uniform_and_modes_keep_their_weighting(clients):
+  model_fn = models.build_model_fn(MODALITIES, NUM_CLASSES)
+  optimizer = tff.learning.optimizers.build_sgdm(learning_rate=0.2)
+  results = {}
+  for mode in ('c_gb', 'm_gb', 'hgb'):
+    process = hgb.build_hgb_process(model_fn, client_optimizer_fn=optimizer,
+                                    mode=mode)
+    state = process.initialize()
+    np.testing.assert_allclose(state.client_work['prior'], [1 / 3] * 3)
+    output = process.next(state, clients)
+    results[mode] = output
+  # c_gb: z uniform over each client's heads → prior = n-weighted mean of
+  # (1/3,1/3,1/3) for full clients and (1/2,0,1/2) for the client without b.
+  n = np.array([16, 12, 8], np.float64)
+  expected = (n[0] * np.array([1, 1, 1]) / 3 + n[1] * np.array([.5, 0, .5]) +
+              n[2] * np.array([1, 1, 1]) / 3) / n.sum()
+  np.testing.assert_allclose(
+      results['c_gb'].state.client_work['prior'], expected, rtol=1e-5)
+  # m_gb weights clients by examples: largest share = 16/36 of one epoch.
+  m_gb = results['m_gb'].metrics['client_work']['hgb']
+  assert m_gb['client_weight/max_share'] == pytest.approx(16 / 36, rel=1e-5)
+  assert m_gb['client_weight/effective_clients'] == pytest.approx(
+      36**2 / (16**2 + 12**2 + 8**2), rel=1e-5)
+  # hgb/c_gb weight by u_k, which is not proportional to example counts.
+  for mode in ('c_gb', 'hgb'):
+    share = results[mode].metrics['client_work']['hgb'][
+        'client_weight/max_share']
+    assert share != pytest.approx(16 / 36, rel=1e-3)
+
+
+def test_runs_under_run_training_process_and_with_clipping(clients, tmp_path):
+  model_fn = models.build_model_fn(MODALITIES, NUM_CLASSES)
+  process = hgb.build_hgb_process(
+      model_fn, client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.1),
+      model_aggregator=tff.aggregators.clipping_factory(
+          clipping_norm=0.01, inner_agg_factory=tff.aggregators.MeanFactory()))
+  seen_rounds = []
+
+  def client_selection_fn(round_num):
+    seen_rounds.append(round_num)
+    return clients[:2]
+
+  manager = tff.program.MemoryReleaseManager()
+  state = tff.simulation.run_training_process(
+      process, training_selection_fn=client_selection_fn, total_rounds=2,
+      metrics_managers=[manager])
+  assert seen_rounds == [1, 2]
+  released = dict(manager.values())
+  assert 'client_work' in released[2]
+  # Clipping to a tiny norm bounds how far one round moves the model.
+  initial = process.get_model_weights(process.initialize()).trainable
+  final = process.get_model_weights(state).trainable
+  moved = np.sqrt(sum(np.sum((x - y)**2) for x, y in zip(initial, final)))
+  assert 0 < moved <= 2 * 0.01 + 1e-6
+
+
+def test_unknown_mode_and_bad_hparams_are_rejected():
+  model_fn = models.build_model_fn(MODALITIES, NUM_CLASSES)
+  optimizer = tff.learning.optimizers.build_sgdm(0.1)
+  with pytest.raises(ValueError, match='Unknown HGB mode'):
+    hgb.build_hgb_process(model_fn, client_optimizer_fn=optimizer,
+                          mode='hbg')
+  with pytest.raises(ValueError, match='warmup_fraction'):
+    hgb.build_hgb_process(model_fn, client_optimizer_fn=optimizer,
+                          warmup_fraction=1.5)
+  with pytest.raises(TypeError, match='Optimizer'):
+    hgb.build_hgb_process(model_fn,
+                          client_optimizer_fn=tf.keras.optimizers.SGD(0.1))
+
+
+def test_hparams_live_in_the_state_and_can_be_set(clients):
+  model_fn = models.build_model_fn(MODALITIES, NUM_CLASSES)
+  process = hgb.build_hgb_process(
+      model_fn, client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.1),
+      mode='fused')
+  state = process.initialize()
+  hparams = process.get_hparams(state)
+  assert hparams['client_work']['optimizer']['learning_rate'] == (
+      pytest.approx(0.1))
+  hparams['client_work']['optimizer']['learning_rate'] = np.float32(0.0)
+  frozen = process.set_hparams(state, hparams)
+  after = process.next(frozen, clients).state
+  assert _max_abs_diff(process.get_model_weights(after).trainable,
+                       process.get_model_weights(state).trainable) == 0.0
+
+
+def test_non_finite_client_is_rejected_and_counted(clients):
+  rng = np.random.default_rng(1)
+  bad = _client(rng, 12)
+  bad_train = bad['train'].map(
+      lambda e: collections.OrderedDict(
+          x=collections.OrderedDict(a=e['x']['a'] * np.inf, b=e['x']['b']),
+          mask=e['mask'], y=e['y']))
+  bad = collections.OrderedDict(train=bad_train, val=bad['val'],
+                                probe=bad['probe'])
+  model_fn = models.build_model_fn(MODALITIES, NUM_CLASSES)
+  process = hgb.build_hgb_process(
+      model_fn, client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.1))
+  state = process.initialize()
+  output = process.next(state, [clients[0], bad])
+  metrics = output.metrics['client_work']['hgb']
+  assert metrics['rejected_clients'] == 1.0
+  weights = process.get_model_weights(output.state).trainable
+  assert all(np.all(np.isfinite(w)) for w in weights)
+  # Only the bad client: the model is left unchanged.
+  alone = process.next(state, [bad])
+  assert alone.metrics['client_work']['hgb']['rejected_clients'] == 1.0
+  assert _max_abs_diff(process.get_model_weights(alone.state).trainable,
+                       process.get_model_weights(state).trainable) == 0.0
