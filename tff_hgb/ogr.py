@@ -63,9 +63,12 @@ def guarded_gain_and_squared_overfitting(train_a, val_a, train_b, val_b, *,
   if relative_floor is not None:
     weights = (tf.ones_like(squared) if present is None else
                tf.cast(present, tf.float32))
-    mean = tf.math.divide_no_nan(tf.reduce_sum(squared * weights),
-                                 tf.reduce_sum(weights))
-    floor = tf.maximum(floor, relative_floor * mean)
+    # Divide before summing: a sum of near-float32-max squares would overflow
+    # to an infinite floor (and so an infinite ΔO² for every head).
+    mean = tf.reduce_sum(
+        tf.math.divide_no_nan(squared * weights, tf.reduce_sum(weights)))
+    floor = tf.minimum(tf.maximum(floor, relative_floor * mean),
+                       tf.float32.max)
   return gain, tf.maximum(squared, floor)
 
 
@@ -82,6 +85,8 @@ def normalize_over(weights, present, fallback):
   """weights / Σ over present heads; `fallback` where that sum is 0."""
   present = tf.cast(present, tf.float32)
   weights = finite_or_zero(weights) * present
+  # Scale by the largest weight first so that the sum cannot overflow.
+  weights = tf.math.divide_no_nan(weights, tf.reduce_max(tf.abs(weights)))
   total = tf.reduce_sum(weights)
   fallback = tf.convert_to_tensor(fallback, tf.float32)
   return tf.cond(total > 0, lambda: weights / total, lambda: fallback)
@@ -104,7 +109,10 @@ def modality_blend_weights(train_a, val_a, train_b, val_b, present, fallback,
   gain, squared = guarded_gain_and_squared_overfitting(
       train_a, val_a, train_b, val_b, epsilon=epsilon,
       relative_floor=relative_floor, present=present)
-  return normalize_over(gain / squared, present, fallback)
+  # A finite gain over a tiny floor may overflow float32: such a head should
+  # dominate, so saturate rather than let the non-finite guard zero it.
+  return normalize_over(tf.minimum(gain / squared, tf.float32.max), present,
+                        fallback)
 
 
 def stabilize_blend(z, present, *, smoothing=0.0, fusion_floor=0.0):
