@@ -16,6 +16,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_hgb import losses
+from tff_hgb import models
 from tff_hgb.data import dataset as dataset_lib
 
 
@@ -48,7 +49,7 @@ def evaluate(keras_model: tf.keras.Model,
     a head that applies to no test example reports NaN.
   """
   _assign(keras_model, weights)
-  modalities = [name for name in keras_model.input['x']]
+  modalities = models.model_modalities(keras_model)
   view = test.with_modalities(modalities)
   presence = dict(view.presence)
   if drop_modality is not None:
@@ -62,8 +63,7 @@ def evaluate(keras_model: tf.keras.Model,
 
   @tf.function
   def batch_statistics(batch):
-    logits = keras_model({'x': batch['x'], 'mask': batch['mask']},
-                         training=False)
+    logits = keras_model(models.keras_inputs(batch), training=False)
     return losses.head_statistics(logits, batch['y'], batch['mask'],
                                   modalities)
 

@@ -3,9 +3,10 @@
 `build_keras_model` makes one encoder per modality (chosen by the modality's
 kind, or supplied by the user), one uni-modal head per encoder and a fusion head
 over the concatenated features, in which an absent modality's features are
-multiplied by its mask (zero-filled). The Keras model takes the `x` and `mask`
-parts of an element (see `tff_hgb.data.dataset.element_spec`) and returns an
-OrderedDict of logits, one per head (`losses.head_names`).
+multiplied by its mask (zero-filled). The Keras model takes a flat dict of
+inputs made from a batch by `keras_inputs` (Keras 2.14 functional models
+mis-handle nested dict inputs with a single modality) and returns an OrderedDict
+of logits, one per head (`losses.head_names`).
 
 `MultiModalModel` wraps such a Keras model as a `tff.learning.models.VariableModel`
 whose training loss is a fixed weighting of the heads' losses: fused loss only
@@ -41,6 +42,23 @@ class ModelConfig:
   conv_filters: int = 16
   dropout: float = 0.0
   seed: int = 0
+
+
+MASK_SUFFIX = '__mask'
+
+
+def keras_inputs(batch) -> collections.OrderedDict:
+  """A batch in the element structure → the Keras model's flat input dict."""
+  inputs = collections.OrderedDict(batch['x'])
+  for name, mask in batch['mask'].items():
+    inputs[name + MASK_SUFFIX] = mask
+  return inputs
+
+
+def model_modalities(keras_model: tf.keras.Model) -> list[str]:
+  """The modality names a model from `build_keras_model` takes, in order."""
+  return [name for name in keras_model.input_names
+          if not name.endswith(MASK_SUFFIX)]
 
 
 def _init(seed: int):
@@ -120,8 +138,8 @@ def build_keras_model(
       for that modality's kind: `fn(input_tensor, feature_dim, seed)`.
 
   Returns:
-    A Keras model mapping {'x': {m: [B, *shape]}, 'mask': {m: [B]}} to an
-    OrderedDict {head: logits [B, num_classes]}.
+    A Keras model mapping `keras_inputs(batch)` ({m: [B, *shape]} and
+    {m + MASK_SUFFIX: [B]}) to an OrderedDict {head: logits [B, num_classes]}.
   """
   if not modalities:
     raise ValueError('A model needs at least one modality.')
@@ -132,27 +150,24 @@ def build_keras_model(
   if unknown:
     raise ValueError(f'Encoders given for unknown modalities {unknown}; the '
                      f'model has {names}.')
-  inputs = {
-      'x': collections.OrderedDict(
-          (m.name, tf.keras.Input(m.shape, name=m.name)) for m in modalities),
-      'mask': collections.OrderedDict(
-          (m.name, tf.keras.Input((), name=f'{m.name}_mask'))
-          for m in modalities),
-  }
+  inputs = collections.OrderedDict()
+  for m in modalities:
+    inputs[m.name] = tf.keras.Input(m.shape, name=m.name)
+  for m in modalities:
+    inputs[m.name + MASK_SUFFIX] = tf.keras.Input((), name=m.name + MASK_SUFFIX)
   outputs = collections.OrderedDict()
   masked_features = []
   for index, spec in enumerate(modalities):
     seed = config.seed * 1000 + 10 * index
     if spec.name in encoders:
-      features = encoders[spec.name](inputs['x'][spec.name], config.feature_dim,
+      features = encoders[spec.name](inputs[spec.name], config.feature_dim,
                                      seed)
     else:
-      features = _DEFAULT_ENCODERS[spec.kind](inputs['x'][spec.name], config,
-                                              seed)
+      features = _DEFAULT_ENCODERS[spec.kind](inputs[spec.name], config, seed)
     outputs[spec.name] = tf.keras.layers.Dense(
         num_classes, kernel_initializer=_init(seed + 5),
         name=f'head_{spec.name}')(features)
-    mask = tf.keras.layers.Reshape((1,))(inputs['mask'][spec.name])
+    mask = tf.keras.layers.Reshape((1,))(inputs[spec.name + MASK_SUFFIX])
     masked_features.append(tf.keras.layers.Multiply()([features, mask]))
   fused = (masked_features[0] if len(masked_features) == 1 else
            tf.keras.layers.Concatenate()(masked_features))
@@ -243,13 +258,11 @@ class MultiModalModel(tff.learning.models.VariableModel):
 
   @tf.function
   def predict_on_batch(self, batch_input, training=True):
-    return self._keras_model(
-        {'x': batch_input['x'], 'mask': batch_input['mask']}, training=training)
+    return self._keras_model(keras_inputs(batch_input), training=training)
 
   def head_statistics(self, batch_input, training=True):
     """(logits, loss_sum [H], correct [H], count [H]) of one batch."""
-    logits = self._keras_model(
-        {'x': batch_input['x'], 'mask': batch_input['mask']}, training=training)
+    logits = self._keras_model(keras_inputs(batch_input), training=training)
     stats = losses.head_statistics(logits, batch_input['y'],
                                    batch_input['mask'], self._modalities)
     return (logits,) + stats

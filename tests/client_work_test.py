@@ -1,0 +1,140 @@
+"""The HGB local procedure in plain TF: snapshots, z^k and u_k do what §4 says."""
+
+import collections
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_hgb import client_work
+from tff_hgb import hgb
+from tff_hgb import models
+from tff_hgb.data import dataset as dataset_lib
+
+NUM_CLASSES = 3
+CLEAN = dataset_lib.ModalitySpec('clean', 'vector', (4,))
+WIDE = dataset_lib.ModalitySpec('wide', 'vector', (256,))
+MODALITIES = [CLEAN, WIDE]
+_PROJECTION = np.random.default_rng(123).normal(size=(4, NUM_CLASSES))
+
+
+def _examples(rng, n, *, learnable=True):
+  """`clean` decides the label; `wide` is per-example noise (memorisable).
+
+  With learnable=False the labels follow a different rule (classes rotated), so
+  training on them makes the loss under the true rule worse.
+  """
+  clean = rng.normal(size=(n, 4)).astype(np.float32)
+  labels = np.argmax(clean @ _PROJECTION, axis=1)
+  if not learnable:
+    labels = (labels + 1) % NUM_CLASSES
+  wide = rng.normal(size=(n, 256)).astype(np.float32) * 3.0
+  return dataset_lib.to_tf_dataset(dataset_lib.MultiModalDataset(
+      'toy', MODALITIES, {'clean': clean, 'wide': wide}, labels,
+      ['a', 'b', 'c']))
+
+
+def _drop_wide(example):
+  return collections.OrderedDict(
+      x=collections.OrderedDict(clean=example['x']['clean']),
+      mask=collections.OrderedDict(clean=example['mask']['clean']),
+      y=example['y'])
+
+
+def _client_data(rng, n_train, n_val, *, learnable=True, batch_size=8,
+                 clean_only=False):
+  train = _examples(rng, n_train, learnable=learnable)
+  val = _examples(rng, n_val)
+  if clean_only:
+    train, val = (d.map(_drop_wide) for d in (train, val))
+  return collections.OrderedDict(train=train.batch(batch_size),
+                                 val=val.batch(batch_size),
+                                 probe=train.take(n_val).batch(batch_size))
+
+
+def _run_client(data, *, blend, weighting, epochs=3, learning_rate=0.1,
+                seed=0, modalities=MODALITIES):
+  model_fn = models.build_model_fn(modalities, NUM_CLASSES,
+                                   config=models.ModelConfig(seed=seed))
+  initial = tf.nest.map_structure(
+      lambda v: v.read_value(),
+      tff.learning.models.ModelWeights.from_model(model_fn()))
+  optimizer = tff.learning.optimizers.build_sgdm(learning_rate=learning_rate)
+  update_fn = client_work.build_hgb_client_update(
+      model_fn, blend=blend, weighting=weighting)
+  hparams = client_work.HGBHParams(local_epochs=epochs).as_state()
+  prior = tf.fill([len(modalities) + 1], 1.0 / (len(modalities) + 1))
+  return update_fn(optimizer, initial, prior, hparams,
+                   collections.OrderedDict(learning_rate=learning_rate), data)
+
+
+def test_modality_weights_favour_the_generalizing_modality():
+  rng = np.random.default_rng(0)
+  data = _client_data(rng, 96, 32)
+  _, _, stats = _run_client(data, blend=client_work.BLEND_OGR,
+                            weighting=client_work.WEIGHT_OGR)
+  z = (stats['z_sum'] / stats['z_weight']).numpy()
+  np.testing.assert_allclose(z.sum(), 1.0, rtol=1e-5)
+  clean, wide, _ = z
+  assert clean > wide, f'z = {z}: the memorising wide head should lose weight'
+
+
+def test_client_that_does_not_generalize_gets_smaller_weight():
+  rng = np.random.default_rng(1)
+  learnable = _client_data(rng, 96, 32, learnable=True, clean_only=True)
+  misleading = _client_data(rng, 96, 32, learnable=False, clean_only=True)
+  result_good, _, stats_good = _run_client(
+      learnable, blend=client_work.BLEND_UNIFORM,
+      weighting=client_work.WEIGHT_OGR, modalities=[CLEAN])
+  result_bad, _, stats_bad = _run_client(
+      misleading, blend=client_work.BLEND_UNIFORM,
+      weighting=client_work.WEIGHT_OGR, modalities=[CLEAN])
+  assert stats_good['delta_g'] > 0
+  assert stats_bad['delta_g'] < 0  # Its update makes validation loss worse.
+  assert result_good.update_weight > result_bad.update_weight
+  # u_k is exactly the reported update weight in C-GB.
+  assert float(result_good.update_weight) == float(stats_good['u'])
+  assert float(result_bad.update_weight) == float(stats_bad['u'])
+
+
+def test_num_examples_weighting_and_fused_blend():
+  rng = np.random.default_rng(2)
+  data = _client_data(rng, 40, 8)
+  result, _, stats = _run_client(data, blend=client_work.BLEND_FUSED,
+                                 weighting=client_work.WEIGHT_NUM_EXAMPLES,
+                                 epochs=2)
+  assert float(result.update_weight) == 80.0  # E · n_k examples trained on
+  np.testing.assert_allclose(stats['z_sum'] / stats['z_weight'], [0, 0, 1])
+
+
+def test_no_warmup_keeps_the_prior():
+  rng = np.random.default_rng(3)
+  data = _client_data(rng, 40, 8)
+  model_fn = models.build_model_fn(MODALITIES, NUM_CLASSES)
+  initial = tf.nest.map_structure(
+      lambda v: v.read_value(),
+      tff.learning.models.ModelWeights.from_model(model_fn()))
+  update_fn = client_work.build_hgb_client_update(
+      model_fn, blend=client_work.BLEND_OGR, weighting=client_work.WEIGHT_OGR)
+  prior = tf.constant([0.2, 0.3, 0.5])
+  hparams = client_work.HGBHParams(warmup_fraction=0.0).as_state()
+  _, _, stats = update_fn(
+      tff.learning.optimizers.build_sgdm(learning_rate=0.1), initial, prior,
+      hparams, collections.OrderedDict(learning_rate=0.1), data)
+  # Snapshot B = A: every ΔG is 0, so z stays the warm-up (prior) weights.
+  np.testing.assert_allclose(stats['z_sum'] / stats['z_weight'],
+                             [0.2, 0.3, 0.5], rtol=1e-5)
+
+
+def test_prior_moves_toward_generalizing_head_over_rounds():
+  rng = np.random.default_rng(4)
+  clients = [_client_data(rng, 64, 16) for _ in range(3)]
+  process = hgb.build_hgb_process(
+      models.build_model_fn(MODALITIES, NUM_CLASSES),
+      client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.1),
+      mode='m_gb', local_epochs=2)
+  state = process.initialize()
+  for _ in range(3):
+    state = process.next(state, clients).state
+  clean, wide, _ = state.client_work['prior']
+  assert clean > 1 / 3 > wide
