@@ -42,9 +42,15 @@ def head_statistics(logits: Mapping[str, tf.Tensor], labels: tf.Tensor,
   heads = head_names(modalities)
   weight = head_masks(masks, modalities)
   labels = tf.cast(labels, tf.int32)
+  # Zero the logits of masked-out entries before the cross-entropy: a
+  # non-finite logit there would otherwise give a NaN gradient (0 · NaN),
+  # even though its loss is dropped below.
   losses = tf.stack([
       tf.nn.sparse_softmax_cross_entropy_with_logits(
-          labels=labels, logits=tf.cast(logits[h], tf.float32)) for h in heads
+          labels=labels,
+          logits=tf.where(weight[:, i:i + 1] > 0,
+                          tf.cast(logits[h], tf.float32), 0.0))
+      for i, h in enumerate(heads)
   ], axis=1)
   correct = tf.stack([
       tf.cast(tf.equal(tf.argmax(logits[h], axis=-1, output_type=tf.int32),
