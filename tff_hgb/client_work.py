@@ -95,8 +95,19 @@ def _zeros_like_heads(num_heads):
 
 
 def build_hgb_client_update(model_fn: Callable[[], models.MultiModalModel],
-                            *, blend: str, weighting: str):
+                            *, blend: str, weighting: str,
+                            client_weight_temper: Optional[float] = None,
+                            structured_weight: bool = False):
   """The local procedure of one HGB client, as a `tf.function`.
+
+  Args:
+    model_fn: returns a `MultiModalModel`.
+    blend: one of BLENDS.
+    weighting: one of WEIGHTINGS.
+    client_weight_temper: β; when set, the OGR weight is n_k·u_k^β (the
+      normaliser ū of §5b cancels out), flattening concentrated weights.
+    structured_weight: report OrderedDict(num_examples, ogr, modalities) as the
+      update weight, for `tff_hgb.aggregation.build_structured_mean`.
 
   Returns:
     `client_update(optimizer, initial_weights, prior, hparams, optimizer_hparams,
@@ -212,26 +223,36 @@ def build_hgb_client_update(model_fn: Callable[[], models.MultiModalModel],
         hparams['local_epochs'], tf.float32)
     u = ogr.client_weight(*blended, num_train_examples,
                           epsilon=hparams['epsilon'], delta=hparams['delta'])
+    if client_weight_temper is not None:
+      u = ogr.finite_or_zero(num_train_examples * tf.pow(u, client_weight_temper))
     delta_g, delta_o = ogr.generalization_and_overfitting(*blended)
 
     update = tf.nest.map_structure(tf.subtract, initial_weights.trainable,
                                    model_weights.trainable)
     update, non_finite = _zero_all_if_any_non_finite(update)
     rejected = tf.cast(non_finite, tf.float32)
-    if weighting == WEIGHT_OGR:
-      weight = u
+    accepted = 1.0 - rejected
+    example_weight = tf.cast(num_examples, tf.float32) * accepted
+    ogr_weight = u * accepted
+    if structured_weight:
+      held = tf.cast(model.trained_head_counts()[:-1] > 0, tf.float32)
+      weight = collections.OrderedDict(num_examples=example_weight,
+                                       ogr=ogr_weight,
+                                       modalities=held * accepted)
+    elif weighting == WEIGHT_OGR:
+      weight = ogr_weight
     else:
-      weight = tf.cast(num_examples, tf.float32)
-    weight = weight * (1.0 - rejected)
+      weight = example_weight
     if non_finite > 0:
       model.reset_metrics()
-    accepted = 1.0 - rejected
     stats = collections.OrderedDict(
         z_sum=z * num_train_examples * accepted,
         z_weight=num_train_examples * accepted,
-        weight=weight,
-        weight_squared=weight * weight,
-        u=u * accepted,
+        n=example_weight,
+        n_squared=example_weight * example_weight,
+        u=ogr_weight,
+        u_squared=ogr_weight * ogr_weight,
+        n_u=example_weight * ogr_weight,
         delta_g=ogr.finite_or_zero(delta_g) * accepted,
         delta_o=ogr.finite_or_zero(delta_o) * accepted,
         rejected=rejected,
@@ -265,6 +286,9 @@ def build_hgb_client_work(
     weighting: str = WEIGHT_OGR,
     hparams: HGBHParams = HGBHParams(),
     metrics_aggregator=None,
+    client_weight_mix: Optional[float] = None,
+    client_weight_temper: Optional[float] = None,
+    structured_weight: bool = False,
 ) -> tff.learning.templates.ClientWorkProcess:
   """HGB's `tff.learning.templates.ClientWorkProcess`.
 
@@ -275,6 +299,11 @@ def build_hgb_client_work(
             update_weight=float32>@CLIENTS, measurements=<train=...,
             hgb=...>@SERVER>)
 
+  `client_weight_mix` (λ), `client_weight_temper` (β) and `structured_weight`
+  are described in `build_hgb_client_update` and `tff_hgb.aggregation`; they
+  only change what the metrics report as the clients' shares when λ is given
+  (p_k = (1−λ)·n_k/Σn + λ·u_k/Σu).
+
   The state carries the global blending prior z̄ (the n_k-weighted mean of the
   clients' z^k, kept unchanged when no client reports), the client optimizer's
   hyper-parameters and HGB's numeric hyper-parameters.
@@ -284,6 +313,11 @@ def build_hgb_client_work(
   if weighting not in WEIGHTINGS:
     raise ValueError(f'weighting must be one of {WEIGHTINGS}, got '
                      f'{weighting!r}.')
+  if client_weight_mix is None:
+    client_weight_mix = 1.0 if weighting == WEIGHT_OGR else 0.0
+  if not 0.0 <= client_weight_mix <= 1.0:
+    raise ValueError('client_weight_mix must lie in [0, 1], got '
+                     f'{client_weight_mix}.')
   with tf.Graph().as_default():
     model = model_fn()
     if not isinstance(model, models.MultiModalModel):
@@ -323,17 +357,23 @@ def build_hgb_client_work(
   @tff.tensorflow.computation(state_type.prior, state_type.hgb,
                               state_type.optimizer, weights_type, data_type)
   def client_update_comp(prior, hgb_hparams, opt_hparams, weights, data):
-    update_fn = build_hgb_client_update(model_fn, blend=blend,
-                                        weighting=weighting)
+    update_fn = build_hgb_client_update(
+        model_fn, blend=blend, weighting=weighting,
+        client_weight_temper=client_weight_temper,
+        structured_weight=structured_weight)
     return update_fn(optimizer, weights, prior, hgb_hparams, opt_hparams, data)
 
   stats_type = client_update_comp.type_signature.result[2]
 
+  extremes_type = tff.types.StructWithPythonType(
+      [('max_n', np.float32), ('max_u', np.float32), ('min_n', np.float32),
+       ('min_u', np.float32)], collections.OrderedDict)
+
   @tff.tensorflow.computation(
-      (state_type.prior, stats_type, stats_type.weight, stats_type.weight))
+      (state_type.prior, stats_type, extremes_type))
   def summarize_comp(args):
-    prior, totals, max_weight, min_weight = args
-    return _summarize(prior, totals, max_weight, min_weight, heads)
+    prior, totals, extremes = args
+    return _summarize(prior, totals, extremes, heads, client_weight_mix)
 
   @tff.federated_computation(
       init_fn.type_signature.result,
@@ -348,11 +388,11 @@ def build_hgb_client_work(
         (prior, hgb_hparams, opt_hparams, weights, client_data))
     train_metrics = aggregate_metrics(model_metrics)
     totals = tff.federated_sum(stats)
-    max_weight = tff.federated_max(stats.weight)
-    min_weight = tff.federated_min(stats.weight)
+    extremes = tff.federated_zip(collections.OrderedDict(
+        max_n=tff.federated_max(stats.n), max_u=tff.federated_max(stats.u),
+        min_n=tff.federated_min(stats.n), min_u=tff.federated_min(stats.u)))
     new_prior, hgb_metrics = tff.federated_map(
-        summarize_comp, tff.federated_zip(
-            (state.prior, totals, max_weight, min_weight)))
+        summarize_comp, tff.federated_zip((state.prior, totals, extremes)))
     new_state = tff.federated_zip(collections.OrderedDict(
         prior=new_prior, optimizer=state.optimizer, hgb=state.hgb))
     measurements = tff.federated_zip(
@@ -378,23 +418,32 @@ def build_hgb_client_work(
       set_hparams_fn=set_hparams_fn)
 
 
-def _summarize(prior, totals, max_weight, min_weight, heads):
-  """Server side: the new prior z̄ and the round's HGB metrics."""
+def _summarize(prior, totals, extremes, heads, mix):
+  """Server side: the new prior z̄ and the round's HGB metrics.
+
+  Client shares are p_k = a·n_k + b·u_k with a = (1−λ)/Σn, b = λ/Σu, so every
+  share statistic below comes from sums (exact for λ ∈ {0, 1}; for a mix the
+  max/min shares are bounds).
+  """
   reported = totals['z_weight'] > 0
   new_prior = tf.where(reported, totals['z_sum'] / tf.maximum(
       totals['z_weight'], 1e-30), prior)
-  total_weight = totals['weight']
+  a = tf.math.divide_no_nan(1.0 - mix, totals['n'])
+  b = tf.math.divide_no_nan(tf.cast(mix, tf.float32), totals['u'])
+  sum_p_squared = (a * a * totals['n_squared'] + 2 * a * b * totals['n_u'] +
+                   b * b * totals['u_squared'])
   accepted = totals['clients'] - totals['rejected']
   metrics = collections.OrderedDict()
   for i, head in enumerate(heads):
     metrics[f'z/{head}'] = new_prior[i]
-  metrics['client_weight/min'] = min_weight
-  metrics['client_weight/max'] = max_weight
-  metrics['client_weight/max_share'] = tf.math.divide_no_nan(max_weight,
-                                                             total_weight)
-  # Effective number of clients 1/Σp_k² with p_k = w_k/Σw.
+  metrics['client_weight/max_share'] = (a * extremes['max_n'] +
+                                        b * extremes['max_u'])
+  metrics['client_weight/min_share'] = (a * extremes['min_n'] +
+                                        b * extremes['min_u'])
+  # Effective number of clients 1/Σp_k².
   metrics['client_weight/effective_clients'] = tf.math.divide_no_nan(
-      total_weight * total_weight, totals['weight_squared'])
+      1.0, sum_p_squared)
+  metrics['u/max'] = extremes['max_u']
   metrics['delta_g/mean'] = tf.math.divide_no_nan(totals['delta_g'], accepted)
   metrics['delta_o/mean'] = tf.math.divide_no_nan(totals['delta_o'], accepted)
   metrics['u/mean'] = tf.math.divide_no_nan(totals['u'], accepted)

@@ -14,8 +14,10 @@ import dataclasses
 from typing import Callable, Optional, Union
 
 import numpy as np
+import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_hgb import aggregation
 from tff_hgb import client_work as client_work_lib
 from tff_hgb import models
 
@@ -69,6 +71,9 @@ def build_hgb_process(
     hparams: Optional[client_work_lib.HGBHParams] = None,
     model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None,
     metrics_aggregator=None,
+    client_weight_mix: Optional[float] = None,
+    client_weight_temper: Optional[float] = None,
+    modality_aware: bool = False,
     **hparam_overrides,
 ) -> tff.learning.templates.LearningProcess:
   """Builds the HGB learning process.
@@ -88,6 +93,13 @@ def build_hgb_process(
       `tff.aggregators.MeanFactory()`. DP, clipping and compression factories
       compose here.
     metrics_aggregator: as in `tff.learning.algorithms.build_weighted_fed_avg`.
+    client_weight_mix: λ of ALGORITHM.md §5b, p_k ∝ (1−λ)·n_k/Σn + λ·u_k/Σu
+      (default: 1 for modes weighting by u_k, 0 for those weighting by n_k).
+      A value strictly between 0 and 1 needs both sums, so it uses
+      `tff_hgb.aggregation.build_structured_mean` instead of `model_aggregator`.
+    client_weight_temper: β of §5b: the OGR weight becomes n_k·u_k^β.
+    modality_aware: average encoder m and head m only over the clients that
+      hold m (§5; off by default). Uses the structured aggregation too.
     **hparam_overrides: fields of `HGBHParams` overriding `hparams`.
 
   Returns:
@@ -118,17 +130,45 @@ def build_hgb_process(
   model_weights_type = initial_model_weights_fn.type_signature.result
   distributor = tff.learning.templates.build_broadcast_process(
       model_weights_type)
-  client_work = client_work_lib.build_hgb_client_work(
-      model_fn, client_optimizer, blend=blend, weighting=weighting,
-      hparams=hparams, metrics_aggregator=metrics_aggregator)
-  if model_aggregator is None:
-    model_aggregator = tff.aggregators.MeanFactory()
-  if not isinstance(model_aggregator, tff.aggregators.WeightedAggregationFactory):
+  if model_aggregator is not None and not isinstance(
+      model_aggregator, tff.aggregators.WeightedAggregationFactory):
     raise TypeError('model_aggregator must be a '
                     'tff.aggregators.WeightedAggregationFactory, got '
                     f'{type(model_aggregator).__name__}.')
-  aggregator = model_aggregator.create(model_weights_type.trainable,
-                                       tff.TensorType(np.float32))
+  structured = modality_aware or (
+      client_weight_mix is not None and 0.0 < client_weight_mix < 1.0)
+  if structured:
+    if model_aggregator is not None:
+      raise ValueError(
+          'modality_aware and a client_weight_mix strictly between 0 and 1 '
+          'use their own aggregation (tff_hgb.aggregation); they cannot be '
+          'combined with model_aggregator.')
+    with tf.Graph().as_default():
+      keras_model = model_fn().keras_model
+      modality_index = {m: i for i, m in
+                        enumerate(models.model_modalities(keras_model))}
+      owners = models.variable_modalities(keras_model)
+    groups = ([None if o is None else modality_index[o] for o in owners]
+              if modality_aware else None)
+    if client_weight_mix is None:
+      client_weight_mix = 1.0 if weighting == client_work_lib.WEIGHT_OGR else 0.0
+    aggregator = aggregation.build_structured_mean(
+        model_weights_type.trainable, len(modality_index),
+        client_weight_mix=client_weight_mix, variable_groups=groups)
+  else:
+    model_aggregator = model_aggregator or tff.aggregators.MeanFactory()
+    if client_weight_mix is not None:
+      # λ = 1 is u_k weighting, λ = 0 example counts: a scalar weight does.
+      weighting = (client_work_lib.WEIGHT_OGR if client_weight_mix == 1.0 else
+                   client_work_lib.WEIGHT_NUM_EXAMPLES)
+    aggregator = model_aggregator.create(model_weights_type.trainable,
+                                         tff.TensorType(np.float32))
+  client_work = client_work_lib.build_hgb_client_work(
+      model_fn, client_optimizer, blend=blend, weighting=weighting,
+      hparams=hparams, metrics_aggregator=metrics_aggregator,
+      client_weight_mix=client_weight_mix,
+      client_weight_temper=client_weight_temper,
+      structured_weight=structured)
   finalizer = tff.learning.templates.build_apply_optimizer_finalizer(
       server_optimizer, model_weights_type)
   return tff.learning.templates.compose_learning_process(

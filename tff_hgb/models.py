@@ -45,6 +45,8 @@ class ModelConfig:
 
 
 MASK_SUFFIX = '__mask'
+ENCODER_PREFIX = 'encoder_'
+HEAD_PREFIX = 'head_'
 
 
 def keras_inputs(batch) -> collections.OrderedDict:
@@ -59,6 +61,22 @@ def model_modalities(keras_model: tf.keras.Model) -> list[str]:
   """The modality names a model from `build_keras_model` takes, in order."""
   return [name for name in keras_model.input_names
           if not name.endswith(MASK_SUFFIX)]
+
+
+def variable_modalities(keras_model: tf.keras.Model) -> list[Optional[str]]:
+  """For each trainable variable (in order), the modality it belongs to.
+
+  Encoder m and uni-modal head m belong to m; the fusion head (and anything a
+  user adds outside encoders) to no modality (None).
+  """
+  modalities = model_modalities(keras_model)
+  owner_by_id = {}
+  for layer in keras_model.layers:
+    for name in modalities:
+      if layer.name in (f'{ENCODER_PREFIX}{name}', f'{HEAD_PREFIX}{name}'):
+        for variable in layer.trainable_variables:
+          owner_by_id[id(variable)] = name
+  return [owner_by_id.get(id(v)) for v in keras_model.trainable_variables]
 
 
 def _init(seed: int):
@@ -159,14 +177,19 @@ def build_keras_model(
   masked_features = []
   for index, spec in enumerate(modalities):
     seed = config.seed * 1000 + 10 * index
+    # Each encoder is its own sub-model, so its variables can be told apart
+    # (modality-aware aggregation averages them only over clients holding m).
+    encoder_input = tf.keras.Input(spec.shape, name=f'{spec.name}_features')
     if spec.name in encoders:
-      features = encoders[spec.name](inputs[spec.name], config.feature_dim,
-                                     seed)
+      encoded = encoders[spec.name](encoder_input, config.feature_dim, seed)
     else:
-      features = _DEFAULT_ENCODERS[spec.kind](inputs[spec.name], config, seed)
+      encoded = _DEFAULT_ENCODERS[spec.kind](encoder_input, config, seed)
+    encoder = tf.keras.Model(encoder_input, encoded,
+                             name=f'{ENCODER_PREFIX}{spec.name}')
+    features = encoder(inputs[spec.name])
     outputs[spec.name] = tf.keras.layers.Dense(
         num_classes, kernel_initializer=_init(seed + 5),
-        name=f'head_{spec.name}')(features)
+        name=f'{HEAD_PREFIX}{spec.name}')(features)
     mask = tf.keras.layers.Reshape((1,))(inputs[spec.name + MASK_SUFFIX])
     masked_features.append(tf.keras.layers.Multiply()([features, mask]))
   fused = (masked_features[0] if len(masked_features) == 1 else
@@ -266,6 +289,10 @@ class MultiModalModel(tff.learning.models.VariableModel):
     stats = losses.head_statistics(logits, batch_input['y'],
                                    batch_input['mask'], self._modalities)
     return (logits,) + stats
+
+  def trained_head_counts(self) -> tf.Tensor:
+    """Examples per head seen by `update_metrics` since the last reset."""
+    return self._count.read_value()
 
   def update_metrics(self, loss_sum, correct, count, num_examples):
     self._loss_sum.assign_add(loss_sum)
