@@ -1,0 +1,274 @@
+"""Federated views of a partitioned training pool, as TFF `ClientData`.
+
+`FederatedData(train_pool, partition)` is what algorithms and binaries use:
+
+* `train_client_data` / `val_client_data`: TFF `ClientData` of unbatched
+  examples in the project's element structure (`dataset.element_spec`), built
+  with `ClientData.from_clients_and_tf_fn`, so `dataset_computation` works too.
+* `client_datasets(cid, ...)`: THE one place that batches and shuffles a
+  client's data for an algorithm: `OrderedDict(train, val, probe)`.
+* `train_dataset(cid, ...)`: one dataset of `local_epochs` passes, for
+  baselines (e.g. TFF's FedAvg) that take a single dataset.
+
+A client's presence of a modality is the pool's presence times its partition
+presence; an absent modality is zero-filled and masked.
+
+Every client's examples are kept as slices of constant tensors (one table for
+training parts, one for validation parts), so a client's dataset is a slice,
+not a per-example gather, and the dataset function is serialisable into a TFF
+computation (the constants are embedded in its graph: fine for data sets of up
+to a few hundred MB).
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_hgb.data import dataset
+from tff_hgb.data import partition as partition_lib
+
+DataError = dataset.DataError
+
+
+class _ClientExampleTable:
+  """All clients' examples (of one part) as one table of columns.
+
+  Client k owns rows [start_k, end_k); its dataset is that slice.
+  """
+
+  def __init__(self, pool: dataset.MultiModalDataset,
+               clients: Sequence[tuple[str, np.ndarray, dict[str, np.ndarray]]]
+               ):
+    self._row_range = {}
+    indices, presence = [], collections.defaultdict(list)
+    start = 0
+    for client_id, client_indices, client_presence in clients:
+      self._row_range[client_id] = (start, start + len(client_indices))
+      start += len(client_indices)
+      indices.append(client_indices)
+      for m in pool.modality_names:
+        presence[m].append(client_presence[m] *
+                           pool.presence[m][client_indices])
+    indices = np.concatenate(indices).astype(np.int64)
+    table = dataset.MultiModalDataset(
+        name=pool.name, modalities=list(pool.modalities),
+        features={m: pool.features[m][indices] for m in pool.modality_names},
+        labels=pool.labels[indices], class_names=list(pool.class_names),
+        presence={m: np.concatenate(p).astype(np.float32)
+                  for m, p in presence.items()})
+    self._spec = dataset.element_spec(pool.modalities)
+    # Zero-filled and cast exactly as every other pipeline does. Kept as numpy
+    # (a graph, e.g. TFF's dataset_computation, embeds it as constants; an
+    # eager tensor could not be captured there) plus an eager copy.
+    self._columns = tf.nest.map_structure(
+        lambda t: t.numpy(),
+        dataset.to_tf_dataset(table).batch(len(table)).get_single_element()
+    ) if len(table) else tf.nest.map_structure(
+        lambda s: np.zeros((0,) + tuple(s.shape), s.dtype.as_numpy_dtype),
+        self._spec)
+    self._eager_columns = tf.nest.map_structure(tf.constant, self._columns)
+    self._ids = np.array(list(self._row_range))
+    self._starts = np.array([r[0] for r in self._row_range.values()], np.int64)
+    self._ends = np.array([r[1] for r in self._row_range.values()], np.int64)
+
+  def size(self, client_id: str) -> int:
+    start, end = self._row_range[client_id]
+    return end - start
+
+  def dataset_fn(self, client_id) -> tf.data.Dataset:
+    """Unbatched examples of one client; traceable (client_id may be a tensor).
+
+    An id that is not a client fails when the dataset is built (an empty
+    gather), rather than silently giving another client's data.
+    """
+    columns = (self._eager_columns if tf.executing_eagerly() else
+               tf.nest.map_structure(tf.constant, self._columns))
+    position = tf.reshape(tf.where(tf.equal(self._ids, client_id)), [-1])[0]
+    start = tf.gather(self._starts, position)
+    end = tf.gather(self._ends, position)
+    return tf.data.Dataset.from_tensor_slices(
+        tf.nest.map_structure(lambda column: column[start:end], columns))
+
+
+class FederatedData:
+  """A training pool split into clients by a `Partition`."""
+
+  def __init__(self, train_pool: dataset.MultiModalDataset,
+               partition: partition_lib.Partition):
+    if len(train_pool) != partition.num_examples:
+      raise DataError(
+          f'Partition {partition.scheme} is of {partition.num_examples} '
+          f'examples but {train_pool.name} has {len(train_pool)}.')
+    if set(partition.modality_names) != set(train_pool.modality_names):
+      raise DataError(
+          f'Partition {partition.scheme} is of modalities '
+          f'{list(partition.modality_names)} but {train_pool.name} has '
+          f'{train_pool.modality_names}.')
+    if not partition.clients:
+      raise DataError(f'Partition {partition.scheme} has no clients.')
+    self._pool = train_pool
+    self._partition = partition
+    self._clients = {c.client_id: c for c in partition.clients}
+    self._train = _ClientExampleTable(train_pool, [
+        (c.client_id, c.train_indices, c.train_presence())
+        for c in partition.clients])
+    self._val = _ClientExampleTable(train_pool, [
+        (c.client_id, c.val_indices, c.val_presence())
+        for c in partition.clients])
+    client_data_cls = tff.simulation.datasets.ClientData
+    self.train_client_data = client_data_cls.from_clients_and_tf_fn(
+        self.client_ids, self._train.dataset_fn)
+    self.val_client_data = client_data_cls.from_clients_and_tf_fn(
+        self.client_ids, self._val.dataset_fn)
+
+  # ---- What the data is. ----
+
+  @property
+  def train_pool(self) -> dataset.MultiModalDataset:
+    return self._pool
+
+  @property
+  def partition(self) -> partition_lib.Partition:
+    return self._partition
+
+  @property
+  def client_ids(self) -> list[str]:
+    return self._partition.client_ids
+
+  @property
+  def modalities(self) -> list[dataset.ModalitySpec]:
+    return list(self._pool.modalities)
+
+  @property
+  def num_classes(self) -> int:
+    return self._pool.num_classes
+
+  @property
+  def element_spec(self):
+    """Spec of one unbatched example (batched datasets add a None dimension)."""
+    return dataset.element_spec(self._pool.modalities)
+
+  def num_train_examples(self, client_id: str) -> int:
+    return self._train.size(self._check(client_id).client_id)
+
+  def num_val_examples(self, client_id: str) -> int:
+    return self._val.size(self._check(client_id).client_id)
+
+  def client_modalities(self, client_id: str) -> tuple[str, ...]:
+    return self._check(client_id).modalities
+
+  # ---- Batched datasets for algorithms. ----
+
+  def client_datasets(self, client_id: str, *, batch_size: int,
+                      shuffle_seed: int, local_epochs: int = 1
+                      ) -> collections.OrderedDict:
+    """One client's batched data for an algorithm's local round.
+
+    Args:
+      client_id: the client.
+      batch_size: examples per batch (the last batch may be smaller).
+      shuffle_seed: op seed of the training shuffle.
+      local_epochs: validated only: the client work makes its `local_epochs`
+        passes over `train` itself, because it measures the model between
+        passes (ALGORITHM.md §4); `train` is therefore not repeated.
+
+    Returns:
+      OrderedDict(
+        train=training part, shuffled (seeded, reshuffled on every pass),
+        val=validation part in fixed order,
+        probe=the first len(val) training examples in fixed partition order,
+          a fixed subset for measuring training losses).
+    """
+    self._check_batching(batch_size, local_epochs)
+    train = self.train_client_data.create_tf_dataset_for_client(
+        self._check(client_id).client_id)
+    num_train = self.num_train_examples(client_id)
+    num_val = self.num_val_examples(client_id)
+    return collections.OrderedDict(
+        train=train.shuffle(max(num_train, 1), seed=shuffle_seed,
+                            reshuffle_each_iteration=True).batch(batch_size),
+        val=self.val_client_data.create_tf_dataset_for_client(
+            client_id).batch(batch_size),
+        probe=train.take(num_val).batch(batch_size),
+    )
+
+  def train_dataset(self, client_id: str, *, batch_size: int,
+                    shuffle_seed: int, local_epochs: int = 1,
+                    include_val: bool = False) -> tf.data.Dataset:
+    """The training part (optionally plus validation) for `local_epochs` passes.
+
+    Each pass is reshuffled (seeded) and no batch spans two passes.
+    """
+    self._check_batching(batch_size, local_epochs)
+    client = self._check(client_id)
+    data = self.train_client_data.create_tf_dataset_for_client(
+        client.client_id)
+    size = self.num_train_examples(client_id)
+    if include_val:
+      data = data.concatenate(
+          self.val_client_data.create_tf_dataset_for_client(client.client_id))
+      size += self.num_val_examples(client_id)
+    return data.shuffle(max(size, 1), seed=shuffle_seed,
+                        reshuffle_each_iteration=True).batch(
+                            batch_size).repeat(local_epochs)
+
+  # ---- Views. ----
+
+  def uni_modal(self, modality: str) -> 'FederatedData':
+    """Only `modality`, only clients holding it, only examples where present.
+
+    A client keeps its examples where the modality is present (pool presence
+    times partition presence); a client left without training examples is
+    dropped. Client ids are unchanged.
+    """
+    if modality not in self._pool.modality_names:
+      raise DataError(f'{self._pool.name}: no modality {modality!r}; it has '
+                      f'{self._pool.modality_names}.')
+    clients = []
+    for c in self._partition.clients:
+      if modality not in c.modalities:
+        continue
+      present = (c.presence[modality] *
+                 self._pool.presence[modality][c.indices]) > 0
+      num_train = len(c.train_indices)
+      keep_train, keep_val = present[:num_train], present[num_train:]
+      if not keep_train.any():
+        continue
+      kept = len(c.train_indices[keep_train]) + len(c.val_indices[keep_val])
+      clients.append(partition_lib.ClientPartition(
+          client_id=c.client_id,
+          train_indices=c.train_indices[keep_train],
+          val_indices=c.val_indices[keep_val],
+          modalities=(modality,),
+          presence={modality: np.ones(kept, np.float32)}))
+    if not clients:
+      raise DataError(f'No client holds modality {modality!r} in partition '
+                      f'{self._partition.scheme}.')
+    view = partition_lib.Partition(
+        scheme=f'{self._partition.scheme}/{modality}',
+        clients=tuple(clients), seed=self._partition.seed,
+        modality_names=(modality,),
+        num_examples=self._partition.num_examples,
+        params=dict(self._partition.params))
+    return FederatedData(self._pool.with_modalities([modality]), view)
+
+  # ---- Helpers. ----
+
+  def _check(self, client_id: str) -> partition_lib.ClientPartition:
+    if client_id not in self._clients:
+      raise DataError(f'Unknown client {client_id!r}; this data has '
+                      f'{len(self._clients)} clients '
+                      f'({", ".join(list(self._clients)[:5])}, ...).')
+    return self._clients[client_id]
+
+  @staticmethod
+  def _check_batching(batch_size: int, local_epochs: int) -> None:
+    if batch_size < 1:
+      raise DataError(f'batch_size must be >= 1, got {batch_size}.')
+    if local_epochs < 1:
+      raise DataError(f'local_epochs must be >= 1, got {local_epochs}.')
