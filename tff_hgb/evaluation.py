@@ -28,6 +28,22 @@ def _assign(keras_model: tf.keras.Model, weights) -> None:
     variable.assign(value)
 
 
+def _statistics_fn(keras_model, modalities):
+  """One traced function per model, kept on it: evaluating every round must
+  not retrace (a new tf.function per call would)."""
+  fn = getattr(keras_model, '_tff_hgb_statistics_fn', None)
+  if fn is None:
+
+    @tf.function
+    def fn(batch):
+      logits = keras_model(models.keras_inputs(batch), training=False)
+      return losses.head_statistics(logits, batch['y'], batch['mask'],
+                                    modalities)
+
+    keras_model._tff_hgb_statistics_fn = fn  # pylint: disable=protected-access
+  return fn
+
+
 def evaluate(keras_model: tf.keras.Model,
              weights,
              test: dataset_lib.MultiModalDataset,
@@ -60,13 +76,7 @@ def evaluate(keras_model: tf.keras.Model,
   dataset = dataset_lib.to_tf_dataset(view, presence).batch(batch_size)
   heads = losses.head_names(modalities)
   totals = np.zeros((3, len(heads)), np.float64)
-
-  @tf.function
-  def batch_statistics(batch):
-    logits = keras_model(models.keras_inputs(batch), training=False)
-    return losses.head_statistics(logits, batch['y'], batch['mask'],
-                                  modalities)
-
+  batch_statistics = _statistics_fn(keras_model, modalities)
   for batch in dataset:
     totals += np.stack([t.numpy() for t in batch_statistics(batch)])
   loss_sum, correct, count = totals
