@@ -1,1 +1,35 @@
-"""tff_hgb: Hierarchical Gradient Blending for multi-modal federated learning on TFF."""
+"""tff_hgb: Hierarchical Gradient Blending for multi-modal federated learning on TFF.
+
+Public API (imported on first use, so that `tff_hgb.data` alone stays light):
+  build_hgb_process, MODES   the HGB `tff.learning.templates.LearningProcess`
+  HGBHParams                 its numeric hyper-parameters
+  build_model_fn, build_keras_model, ModelConfig, MultiModalModel   models
+  algorithms                 registry of HGB and the baselines
+  data                       data sets, partitions, client data
+  evaluation, centralized, runtime, ogr, losses, aggregation
+"""
+
+import importlib
+
+_SYMBOLS = {
+    'build_hgb_process': 'tff_hgb.hgb',
+    'MODES': 'tff_hgb.hgb',
+    'HGBHParams': 'tff_hgb.client_work',
+    'build_keras_model': 'tff_hgb.models',
+    'build_model_fn': 'tff_hgb.models',
+    'ModelConfig': 'tff_hgb.models',
+    'MultiModalModel': 'tff_hgb.models',
+}
+_MODULES = ('aggregation', 'algorithms', 'centralized', 'client_work', 'data',
+            'evaluation', 'hgb', 'losses', 'models', 'ogr', 'runtime')
+
+
+def __getattr__(name):
+  if name in _SYMBOLS:
+    return getattr(importlib.import_module(_SYMBOLS[name]), name)
+  if name in _MODULES:
+    return importlib.import_module(f'tff_hgb.{name}')
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+__all__ = sorted(list(_SYMBOLS) + list(_MODULES))
