@@ -199,3 +199,19 @@ def test_non_finite_client_is_rejected_and_counted(clients):
   assert alone.metrics['client_work']['hgb']['rejected_clients'] == 1.0
   assert _max_abs_diff(process.get_model_weights(alone.state).trainable,
                        process.get_model_weights(state).trainable) == 0.0
+
+
+def test_prior_momentum_makes_the_prior_an_ema(clients):
+  model_fn = models.build_model_fn(MODALITIES, NUM_CLASSES)
+  optimizer = tff.learning.optimizers.build_sgdm(learning_rate=0.2)
+  priors = {}
+  for momentum in (0.0, 0.5, 1.0):
+    process = hgb.build_hgb_process(model_fn, client_optimizer_fn=optimizer,
+                                    mode='c_gb', prior_momentum=momentum)
+    priors[momentum] = process.next(process.initialize(),
+                                    clients).state.client_work['prior']
+  uniform = np.full(3, 1 / 3)
+  np.testing.assert_allclose(priors[0.0], uniform, rtol=1e-6)
+  np.testing.assert_allclose(priors[0.5], (uniform + priors[1.0]) / 2,
+                             rtol=1e-5)
+  assert not np.allclose(priors[1.0], uniform)

@@ -49,6 +49,8 @@ class HGBHParams:
     fusion_weight_floor: z_fusion ≥ floor (§5b; 0 = paper).
     blend_scale: the blended loss is multiplied by this (§5b; 1 = sum to 1).
     delta_o_relative_floor: κ, ΔO² ≥ κ·mean over heads (§5b; 0 = absolute only).
+    prior_momentum: η, z̄ ← (1−η)·z̄ + η·(this round's mean z^k): an EMA of the
+      blend across rounds (§5b; 1 = paper, the round's mean replaces z̄).
   """
 
   local_epochs: int = 1
@@ -59,6 +61,7 @@ class HGBHParams:
   fusion_weight_floor: float = 0.0
   blend_scale: float = 1.0
   delta_o_relative_floor: float = 0.0
+  prior_momentum: float = 1.0
 
   def __post_init__(self):
     if self.local_epochs < 1:
@@ -69,6 +72,9 @@ class HGBHParams:
     if not 0.0 <= self.blend_smoothing <= 1.0:
       raise ValueError('blend_smoothing must lie in [0, 1], got '
                        f'{self.blend_smoothing}.')
+    if not 0.0 <= self.prior_momentum <= 1.0:
+      raise ValueError('prior_momentum must lie in [0, 1], got '
+                       f'{self.prior_momentum}.')
     if not 0.0 <= self.fusion_weight_floor <= 1.0:
       raise ValueError('fusion_weight_floor must lie in [0, 1], got '
                        f'{self.fusion_weight_floor}.')
@@ -86,6 +92,7 @@ class HGBHParams:
         fusion_weight_floor=np.float32(self.fusion_weight_floor),
         blend_scale=np.float32(self.blend_scale),
         delta_o_relative_floor=np.float32(self.delta_o_relative_floor),
+        prior_momentum=np.float32(self.prior_momentum),
     )
 
 
@@ -370,10 +377,12 @@ def build_hgb_client_work(
        ('min_u', np.float32)], collections.OrderedDict)
 
   @tff.tensorflow.computation(
-      (state_type.prior, stats_type, extremes_type))
+      (state_type.prior, state_type.hgb.prior_momentum, stats_type,
+       extremes_type))
   def summarize_comp(args):
-    prior, totals, extremes = args
-    return _summarize(prior, totals, extremes, heads, client_weight_mix)
+    prior, momentum, totals, extremes = args
+    return _summarize(prior, momentum, totals, extremes, heads,
+                      client_weight_mix)
 
   @tff.federated_computation(
       init_fn.type_signature.result,
@@ -392,7 +401,8 @@ def build_hgb_client_work(
         max_n=tff.federated_max(stats.n), max_u=tff.federated_max(stats.u),
         min_n=tff.federated_min(stats.n), min_u=tff.federated_min(stats.u)))
     new_prior, hgb_metrics = tff.federated_map(
-        summarize_comp, tff.federated_zip((state.prior, totals, extremes)))
+        summarize_comp, tff.federated_zip(
+            (state.prior, state.hgb.prior_momentum, totals, extremes)))
     new_state = tff.federated_zip(collections.OrderedDict(
         prior=new_prior, optimizer=state.optimizer, hgb=state.hgb))
     measurements = tff.federated_zip(
@@ -418,7 +428,7 @@ def build_hgb_client_work(
       set_hparams_fn=set_hparams_fn)
 
 
-def _summarize(prior, totals, extremes, heads, mix):
+def _summarize(prior, momentum, totals, extremes, heads, mix):
   """Server side: the new prior z̄ and the round's HGB metrics.
 
   Client shares are p_k = a·n_k + b·u_k with a = (1−λ)/Σn, b = λ/Σu, so every
@@ -426,8 +436,9 @@ def _summarize(prior, totals, extremes, heads, mix):
   max/min shares are bounds).
   """
   reported = totals['z_weight'] > 0
-  new_prior = tf.where(reported, totals['z_sum'] / tf.maximum(
-      totals['z_weight'], 1e-30), prior)
+  round_mean = totals['z_sum'] / tf.maximum(totals['z_weight'], 1e-30)
+  new_prior = tf.where(reported,
+                       (1.0 - momentum) * prior + momentum * round_mean, prior)
   a = tf.math.divide_no_nan(1.0 - mix, totals['n'])
   b = tf.math.divide_no_nan(tf.cast(mix, tf.float32), totals['u'])
   sum_p_squared = (a * a * totals['n_squared'] + 2 * a * b * totals['n_u'] +
