@@ -125,14 +125,18 @@ def build_hgb_client_update(model_fn: Callable[[], models.MultiModalModel],
   num_heads = len(heads)
 
   def evaluate(dataset):
-    """Inference-mode per-head (loss_sum, correct, count) over a dataset."""
+    """Inference-mode per-head (loss_sum, correct, count) over a dataset.
 
-    def accumulate(totals, batch):
+    A loop over an iterator (a while loop in the graph), not `dataset.reduce`:
+    the TF runtime instantiates and Grappler-optimises a reduce function anew on
+    every call, which cost more than the inference itself (docs/BENCHMARKS.md).
+    """
+    totals = _zeros_like_heads(num_heads)
+    for batch in iter(dataset):
       _, loss_sum, correct, count = model.head_statistics(batch,
                                                           training=False)
-      return (totals[0] + loss_sum, totals[1] + correct, totals[2] + count)
-
-    return dataset.reduce(_zeros_like_heads(num_heads), accumulate)
+      totals = (totals[0] + loss_sum, totals[1] + correct, totals[2] + count)
+    return totals
 
   @tf.function
   def client_update(optimizer, initial_weights, prior, hparams,
@@ -158,8 +162,7 @@ def build_hgb_client_update(model_fn: Callable[[], models.MultiModalModel],
     else:
       warmup_z = ogr.restrict_prior(prior, present)
 
-    steps_per_epoch = data['train'].reduce(
-        tf.constant(0, tf.int32), lambda count, _: count + 1)
+    steps_per_epoch = _num_batches(data['train'])
     total_steps = steps_per_epoch * hparams['local_epochs']
     warmup_steps = tf.minimum(
         tf.cast(tf.floor(hparams['warmup_fraction'] *
@@ -275,6 +278,14 @@ def build_hgb_client_update(model_fn: Callable[[], models.MultiModalModel],
             model.report_local_unfinalized_metrics(), stats)
 
   return client_update
+
+
+def _num_batches(dataset):
+  """Batches in one pass: the cardinality when TF knows it, else a count."""
+  cardinality = tf.cast(dataset.cardinality(), tf.int32)
+  return tf.cond(
+      cardinality >= 0, lambda: cardinality,
+      lambda: dataset.reduce(tf.constant(0, tf.int32), lambda n, _: n + 1))
 
 
 def _zero_all_if_any_non_finite(structure):
