@@ -96,6 +96,25 @@ class HGBHParams:
     )
 
 
+def _data_options() -> tf.data.Options:
+  """No tf.data graph rewrites or autotuning for the client's small datasets.
+
+  Each iterator the local procedure makes (seven per round: the training pass
+  and two datasets at each of three snapshots) otherwise runs tf.data's
+  Grappler rewrites of the dataset graph when it is created, which took about
+  a third of a client's time in the TFF worker (docs/BENCHMARKS.md). The
+  pipelines here are slices, shuffles and batches, read sequentially, so the
+  rewrites have nothing to gain; they change no element or order.
+  """
+  options = tf.data.Options()
+  options.experimental_optimization.apply_default_optimizations = False
+  options.autotune.enabled = False
+  return options
+
+
+_DATA_OPTIONS = _data_options()
+
+
 def _zeros_like_heads(num_heads):
   z = tf.zeros([num_heads], tf.float32)
   return (z, z, z)
@@ -141,6 +160,8 @@ def build_hgb_client_update(model_fn: Callable[[], models.MultiModalModel],
   @tf.function
   def client_update(optimizer, initial_weights, prior, hparams,
                     optimizer_hparams, data):
+    data = tf.nest.map_structure(
+        lambda dataset: dataset.with_options(_DATA_OPTIONS), data)
     model_weights = tff.learning.models.ModelWeights.from_model(model)
     tf.nest.map_structure(lambda v, t: v.assign(t), model_weights,
                           initial_weights)
