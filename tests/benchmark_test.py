@@ -1,0 +1,174 @@
+"""Smoke test of `python -m experiments.benchmark --quick` (not a timed test).
+
+One tiny run of every section in a subprocess; the tests check the fields of
+benchmark.json and BENCHMARKS.md, that no process of the run survives it, and
+the flag errors. The numbers themselves are meaningless at these sizes.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import psutil
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MARKER = 'TFF_HGB_BENCH_TEST_RUN'
+TIMEOUT = 900
+
+
+def _env(marker):
+  env = dict(os.environ)
+  env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
+  env['TF_CPP_MIN_LOG_LEVEL'] = '3'
+  env[MARKER] = marker
+  return env
+
+
+def _processes_with(marker):
+  found = []
+  for process in psutil.process_iter(['pid']):
+    try:
+      if (process.environ().get(MARKER) == marker and process.is_running() and
+          process.status() != psutil.STATUS_ZOMBIE):
+        found.append(process)
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+      continue
+  return found
+
+
+@pytest.fixture(scope='module')
+def quick_run(tmp_path_factory):
+  output_dir = str(tmp_path_factory.mktemp('bench'))
+  marker = uuid.uuid4().hex
+  # Output through a pipe: the run must end although its workers inherit it.
+  completed = subprocess.run(
+      [sys.executable, '-m', 'experiments.benchmark', '--quick',
+       f'--output_dir={output_dir}'],
+      cwd=REPO, env=_env(marker), stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT, check=False)
+  assert completed.returncode == 0, completed.stdout[-4000:]
+  deadline = time.monotonic() + 10
+  left = _processes_with(marker)
+  while left and time.monotonic() < deadline:
+    time.sleep(0.2)
+    left = _processes_with(marker)
+  with open(os.path.join(output_dir, 'benchmark.json'), encoding='utf-8') as f:
+    report = json.load(f)
+  with open(os.path.join(output_dir, 'BENCHMARKS.md'), encoding='utf-8') as f:
+    markdown = f.read()
+  return report, markdown, completed.stdout, left
+
+
+def _is_summary(value):
+  return (isinstance(value, dict) and
+          {'median', 'min', 'max', 'n', 'values'} <= set(value) and
+          value['n'] == len(value['values']) >= 1 and
+          value['min'] <= value['median'] <= value['max'])
+
+
+def test_run_leaves_no_process_behind(quick_run):
+  _, _, stdout, left = quick_run
+  assert not left, [p.cmdline()[:2] for p in left]
+  assert 'benchmark: wrote' in stdout
+
+
+def test_machine_versions_and_settings(quick_run):
+  report = quick_run[0]
+  machine = report['machine']
+  for key in ('cpu_model', 'logical_cores', 'memory_gb'):
+    assert machine[key]
+  assert report['versions']['tensorflow'].startswith('2.14')
+  assert report['versions']['tensorflow-federated'] == '0.87.0'
+  assert report['settings']['quick'] is True
+  assert report['command'].startswith('python -m experiments.benchmark')
+  assert report['total_runtime_s'] > 0
+  assert set(report['section_seconds']) == {
+      'memory', 'ratio', 'flops', 'runtimes', 'scaling', 'workers'}
+
+
+def test_hgb_over_fedavg_fields(quick_run):
+  ratio = quick_run[0]['results']['hgb_over_fedavg_round_time']
+  for epochs in ('E=1', 'E=2'):
+    entry = ratio[epochs]
+    for key in ('ratio', 'hgb_over_fedavg_iterator', 'cpu_ratio',
+                'hgb_round_s', 'fedavg_round_s', 'fedavg_iterator_round_s'):
+      assert _is_summary(entry[key]), (epochs, key, entry[key])
+    assert entry['ratio']['n'] == 2  # --quick: two repeats.
+  assert 'Equal training work' in ratio['compared']
+
+
+def test_flop_floor_fields(quick_run):
+  flop = quick_run[0]['results']['round_time_over_flop_floor']
+  per_example = flop['flops_per_example']
+  assert 0 < per_example['forward'] < per_example['train_step']
+  # The profiler's count agrees with the dense-layer count within a few %.
+  assert per_example['analytic_dense_forward'] == pytest.approx(
+      per_example['forward'], rel=0.1)
+  assert _is_summary(flop['matmul_gflops'])
+  for epochs in ('E=1', 'E=2'):
+    for name in ('hgb', 'fedavg'):
+      assert flop[epochs][name]['floor_s'] > 0
+      assert _is_summary(flop[epochs][name]['ratio'])
+    flops = flop[epochs]['round_flops']
+    assert flops['hgb'] == flops['training'] + flops['snapshots']
+  assert _is_summary(flop['profile']['worker_cpu_s'])
+  assert 'arithmetic' in flop['where_the_rest_goes']
+
+
+def test_scaling_memory_traces_fields(quick_run):
+  results = quick_run[0]['results']
+  scaling = results['scaling']
+  assert set(scaling['round_s']) == {'2', '4'}
+  assert _is_summary(scaling['per_client_ratio'])
+  assert scaling['per_client_ratio']['numerator_clients'] == 4
+  assert all(rounds >= 2 for rounds in scaling['completed_rounds'].values())
+  memory = results['memory']
+  assert memory['peak_rss_mb'] >= memory['rss_round_10_mb']['total'] > 0
+  assert memory['rss_last_round_mb']['workers'] > 0  # The worker is counted.
+  assert isinstance(memory['rss_growth_pct'], float)
+  traces = memory['traces']
+  # The client update's Python body runs when the process is built, not per
+  # round.
+  assert traces['after_build']['client_update_traces'] >= 1
+  assert traces['constant_over_rounds'] is True
+
+
+def test_runtimes_and_workers_fields(quick_run):
+  results = quick_run[0]['results']
+  runtimes = results['runtimes']
+  assert _is_summary(runtimes['tff_over_plain_loop'])
+  assert runtimes['plain_loop_client_update_traces'] == 1
+  for key in ('inprocess_over_plain_loop', 'tff_over_inprocess_round_time'):
+    value = runtimes[key]
+    assert _is_summary(value) or value.startswith('pending'), value
+  workers = results['multi_worker_round_time']
+  assert set(workers['round_s']) == {'local', '1_workers', '2_workers'}
+  assert all(_is_summary(v) for v in workers['round_s'].values())
+  assert workers['workers_started'] == 3
+  assert workers['workers_left_behind'] == 0
+  assert workers['local_worker_alive'] is True
+
+
+def test_targets_and_markdown(quick_run):
+  report, markdown = quick_run[0], quick_run[1]
+  figures = {t['figure'] for t in report['targets']}
+  assert 'hgb_over_fedavg_round_time E=1' in figures
+  assert 'rss_growth_pct (round 10 → last)' in figures
+  for heading in ('## Machine and versions', '## Figures', '## Targets',
+                  '## Where the time goes'):
+    assert heading in markdown
+  assert report['machine']['cpu_model'] in markdown
+  assert '| hgb_over_fedavg_round_time E=1 |' in markdown
+
+
+def test_bad_flags_fail_with_one_line():
+  completed = subprocess.run(
+      [sys.executable, '-m', 'experiments.benchmark', '--sections=nope'],
+      cwd=REPO, env=_env(uuid.uuid4().hex), capture_output=True, text=True,
+      timeout=120, check=False)
+  assert completed.returncode != 0
+  assert 'error: --sections' in completed.stderr
