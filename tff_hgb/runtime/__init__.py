@@ -1,5 +1,10 @@
 """Where TFF computations run: owned local workers, several workers, in-process."""
 
+from tff_hgb.runtime.configure import configure_runtime
+from tff_hgb.runtime.configure import validate_runtime_flags
+from tff_hgb.runtime.inprocess import DeviceConfigurationError
+from tff_hgb.runtime.inprocess import InProcessContext
+from tff_hgb.runtime.inprocess import set_inprocess_context
 from tff_hgb.runtime.local import local_runtime
 from tff_hgb.runtime.local import set_local_context
 from tff_hgb.runtime.local import set_multi_worker_context
