@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import numpy as np
@@ -142,12 +143,24 @@ _CHILD = textwrap.dedent("""
 @pytest.fixture(scope='module')
 def two_device_child():
   env = dict(os.environ, PYTHONPATH=_REPO, TF_CPP_MIN_LOG_LEVEL='2')
-  done = subprocess.run([sys.executable, '-c', _CHILD, _TESTS], env=env,
-                        capture_output=True, text=True, timeout=600,
-                        check=False)
-  lines = [l for l in done.stdout.splitlines() if l.startswith('RESULT ')]
-  assert done.returncode == 0 and lines, (
-      f'child failed ({done.returncode}):\n{done.stderr[-3000:]}')
+  with tempfile.TemporaryFile('w+') as out, tempfile.TemporaryFile('w+') as err:
+    child = subprocess.Popen([sys.executable, '-c', _CHILD, _TESTS], env=env,
+                             stdout=out, stderr=err, text=True)
+    try:
+      # The references (session runtime) are computed while the child runs.
+      reference_hgb_weights()
+      reference_fedavg_weights()
+      child.wait(timeout=600)
+    finally:
+      if child.poll() is None:
+        child.kill()
+        child.wait()
+    out.seek(0)
+    err.seek(0)
+    stdout, stderr = out.read(), err.read()
+  lines = [l for l in stdout.splitlines() if l.startswith('RESULT ')]
+  assert child.returncode == 0 and lines, (
+      f'child failed ({child.returncode}):\n{stderr[-3000:]}')
   result = json.loads(lines[-1][len('RESULT '):])
   for name in ('hgb', 'fedavg'):
     result[name] = [np.asarray(w, np.float32) for w in result[name]]

@@ -15,13 +15,15 @@ GPUs:
    one value per client, also when all-equal), sequences are `tf.data.Dataset`s.
    All 27 intrinsics of TFF 0.87 are implemented (`SUPPORTED_INTRINSICS`).
 3. TensorFlow: every `CompiledComputation` is imported into a
-   `tf.compat.v1.wrap_function` graph with TFF's own
-   `tensorflow_utils.deserialize_and_call_tf_computation`, under
-   `tf.device(device)`, once per (computation, device, slot) and cached for the
-   life of the process. Its initializer runs before every call, so a call is a
-   pure function as in the C++ runtime (which uses fresh resource containers).
-   The shared names of a graph's resources get a suffix unique to the
-   (device, slot), so concurrent clients never share variables.
+   `tf.compat.v1.wrap_function` graph under `tf.device(device)` (as TFF's
+   `tensorflow_utils.deserialize_and_call_tf_computation` does, minus its
+   static-shape check, see `_import_graph`), once per (computation, device,
+   slot) and cached while a compiled program uses it. Its initializer runs
+   before every call, so a call is a pure function as in the C++ runtime
+   (which uses fresh resource containers). Resource shared names get a suffix
+   unique to the (device, slot), so concurrent clients never share variables,
+   and library functions are renamed per computation, because all imports
+   share the process's one function library.
 4. Devices: the clients of a `federated_map` (and `federated_eval_at_clients`)
    go round-robin over the devices (client i on device i mod D); each device has
    `max_clients_in_flight_per_device` worker threads, which bounds memory.
@@ -52,6 +54,7 @@ import logging
 import queue
 import re
 import threading
+import weakref
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
@@ -371,7 +374,9 @@ _FUNCTIONS_LOCK = threading.Lock()
 # Per thread: device, slot, client (pool threads), function-call options.
 _THREAD = threading.local()
 _SUFFIXES = itertools.count()
-_TF_FUNCTIONS: dict[bytes, '_TensorFlowFunction'] = {}
+# Shared by all contexts and programs; an entry lives while a program uses it.
+_TF_FUNCTIONS: 'weakref.WeakValueDictionary[bytes, _TensorFlowFunction]' = (
+    weakref.WeakValueDictionary())
 
 
 def _rename_functions(graph_def, suffix: str) -> None:
@@ -1071,7 +1076,7 @@ class InProcessContext(context_base.SyncContext):
     self.default_num_clients = default_num_clients
     self._compiler_fn = (compiler_fn or
                          tff.backends.native.desugar_and_transform_to_native)
-    self._programs: dict[int, tuple[object, _Program]] = {}
+    self._programs: dict[int, tuple[weakref.ref, _Program]] = {}
     self._lock = threading.Lock()
     self.placement_log = collections.deque(maxlen=PLACEMENT_LOG_LIMIT)
     self._pools = [self._make_pool(i) for i in range(len(self.devices))]
@@ -1138,15 +1143,22 @@ class InProcessContext(context_base.SyncContext):
       _THREAD.client = None
 
   def _program(self, comp) -> _Program:
+    """Compiles `comp` once; forgotten when `comp` is garbage-collected."""
     key = id(comp)
     with self._lock:
       entry = self._programs.get(key)
-    if entry is not None and entry[0] is comp:
+    if entry is not None and entry[0]() is comp:
       return entry[1]
     compiled = self._compiler_fn(comp)
     program = _Program(compiled.to_building_block())
+
+    def forget(ref, key=key):
+      with self._lock:
+        if key in self._programs and self._programs[key][0] is ref:
+          del self._programs[key]
+
     with self._lock:
-      self._programs[key] = (comp, program)  # Holds `comp`: ids stay unique.
+      self._programs[key] = (weakref.ref(comp, forget), program)
     return program
 
   def invoke(self, comp, arg):
