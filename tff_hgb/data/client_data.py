@@ -80,17 +80,24 @@ class _ClientExampleTable:
     start, end = self._row_range[client_id]
     return end - start
 
-  def dataset_fn(self, client_id) -> tf.data.Dataset:
+  def dataset_fn(self, client_id, limit=None) -> tf.data.Dataset:
     """Unbatched examples of one client; traceable (client_id may be a tensor).
 
     An id that is not a client fails when the dataset is built (an empty
     gather), rather than silently giving another client's data.
+
+    Args:
+      client_id: the client.
+      limit: if set, only the client's first `limit` examples (a shorter
+        slice, so a serialized dataset carries only those).
     """
     columns = (self._eager_columns if tf.executing_eagerly() else
                tf.nest.map_structure(tf.constant, self._columns))
     position = tf.reshape(tf.where(tf.equal(self._ids, client_id)), [-1])[0]
     start = tf.gather(self._starts, position)
     end = tf.gather(self._ends, position)
+    if limit is not None:
+      end = tf.minimum(end, start + limit)
     return tf.data.Dataset.from_tensor_slices(
         tf.nest.map_structure(lambda column: column[start:end], columns))
 
@@ -194,7 +201,10 @@ class FederatedData:
                             reshuffle_each_iteration=True).batch(batch_size),
         val=self.val_client_data.create_tf_dataset_for_client(
             client_id).batch(batch_size),
-        probe=train.take(num_val).batch(batch_size),
+        # Its own slice rather than train.take(...): a serialized dataset
+        # then carries |V_k| examples instead of the whole training part.
+        probe=self._train.dataset_fn(client_id, limit=num_val).batch(
+            batch_size),
     )
 
   def train_dataset(self, client_id: str, *, batch_size: int,
