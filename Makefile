@@ -21,7 +21,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m experiments.compare --config=default --output_dir=results/default
+	$(PY) -m experiments.compare --config=default --output_dir=results/default --resume
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

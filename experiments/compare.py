@@ -1,0 +1,106 @@
+r"""Runs several algorithms × seeds on one configuration and compares them.
+
+  python -m experiments.compare --algorithms=fedavg,fedattn,fednova,uni:audio,hgb \
+      --seeds=3 --dataset=htad --partition=mixed_b --output_dir=/tmp/cmp
+
+  python -m experiments.compare --config=default   # what `make run` does
+
+Takes the flags of run_experiment (except --algorithm) plus --algorithms,
+--seeds, --centralized and --config. Writes one run directory per algorithm and
+seed, comparison.md (the paper's Table II layout), comparison.png (test
+accuracy vs rounds, mean and band over seeds) and summary.json, and prints the
+table. --resume continues an interrupted comparison (finished runs are kept).
+"""
+
+import dataclasses
+
+from absl import app
+from absl import flags
+
+from experiments import flags_lib
+from tff_hgb import experiment
+from tff_hgb import runtime
+from tff_hgb.data import dataset as dataset_lib
+
+flags.DEFINE_list('algorithms', ['fedavg', 'hgb'],
+                  'Algorithms to compare (registry names, uni:<modality>, '
+                  'uni:best = the modality best on its own, chosen by a '
+                  'quick centralized check on training data).')
+flags.DEFINE_string('seeds', '1',
+                    'A number N (seeds --seed … --seed+N-1) or a list of '
+                    'seeds "0,3,7".')
+flags.DEFINE_bool('centralized', False,
+                  'Add the centralized reference row (same model, fused loss, '
+                  'whole training pool).')
+flags.DEFINE_enum('config', None, sorted(experiment.PRESETS),
+                  'A preset: fills every flag not given on the command line '
+                  '(default = what `make run` runs).')
+
+FLAGS = flags.FLAGS
+
+
+def parse_seeds(text: str, first: int) -> tuple[int, ...]:
+  text = (text or '').strip()
+  try:
+    if ',' in text:
+      seeds = tuple(int(s) for s in text.split(',') if s.strip())
+    else:
+      count = int(text)
+      if count < 1:
+        raise experiment.UsageError('seeds', f'must be ≥ 1, got {count}.')
+      seeds = tuple(range(first, first + count))
+  except ValueError:
+    raise experiment.UsageError(
+        'seeds', f'expected a count or a list of integers, got {text!r}.'
+    ) from None
+  if len(set(seeds)) != len(seeds) or not seeds:
+    raise experiment.UsageError('seeds', f'bad seed list {text!r}.')
+  return seeds
+
+
+def comparison_from_flags() -> experiment.ComparisonConfig:
+  if FLAGS.config:
+    preset = dict(experiment.PRESETS[FLAGS.config])
+    flags_lib.apply_preset(preset)
+  config = flags_lib.config_from_flags(FLAGS.algorithms[0] if FLAGS.algorithms
+                                       else '')
+  seeds = parse_seeds(FLAGS.seeds, config.seed)
+  return experiment.ComparisonConfig(
+      base=config, algorithms=tuple(FLAGS.algorithms), seeds=seeds,
+      centralized=FLAGS.centralized)
+
+
+def main(argv):
+  if len(argv) > 1:
+    flags_lib.error_exit(ValueError(
+        f'unexpected arguments {" ".join(argv[1:])}'))
+  flags_lib.quiet_logs()
+  try:
+    comparison = comparison_from_flags()
+    experiment.validate_comparison(comparison)
+    base = comparison.base
+    experiment.check_output_dir(base.output_dir, comparison.to_dict(),
+                                resume=base.resume)
+    cache = experiment.DataCache()
+    for name in comparison.algorithms:  # Data/algorithm errors up front.
+      if name == experiment.BEST_UNIMODAL:
+        continue
+      config = dataclasses.replace(base, algorithm=name,
+                                   seed=comparison.seeds[0])
+      experiment.check_algorithm(config, cache.get(config))
+    with runtime.local_runtime():
+      summary = experiment.run_comparison(comparison,
+                                          output_dir=base.output_dir,
+                                          resume=base.resume)
+  except (experiment.UsageError, dataset_lib.DataError,
+          runtime.WorkerError) as e:
+    flags_lib.error_exit(e)
+  finally:
+    runtime.stop_all_workers()
+  print(summary['markdown'], flush=True)
+  print(f'Wrote {base.output_dir}/comparison.md, comparison.png, summary.json '
+        f'({summary["seconds"] / 60:.1f} min).', flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)

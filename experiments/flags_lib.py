@@ -1,0 +1,123 @@
+"""Flags shared by the experiment binaries, parsed once into an ExperimentConfig.
+
+Importing this module defines the flags (once per process); a binary adds its
+own (e.g. --algorithm) and calls `config_from_flags()` inside `main`. Presets
+(compare's --config) fill in the flags the user did not give with
+`apply_preset`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from absl import flags
+
+from tff_hgb import client_work
+from tff_hgb import experiment
+
+FLAGS = flags.FLAGS
+_DEFAULTS = experiment.ExperimentConfig()
+
+flags.DEFINE_string('dataset', _DEFAULTS.dataset,
+                    'Data set: htad, watch, basicmotions, synthetic, '
+                    'npz:<path> or tfrecord:<path>.')
+flags.DEFINE_string('partition', _DEFAULTS.partition,
+                    'Client partition scheme: case_a, 1m_b, 2m_b, mixed_b, '
+                    'case_c, natural or iid.')
+flags.DEFINE_float('alpha', _DEFAULTS.alpha,
+                   'Dirichlet concentration of the label skew.')
+flags.DEFINE_integer('num_clients', _DEFAULTS.num_clients,
+                     'Number of clients (ignored by --partition=natural).')
+flags.DEFINE_integer('clients_per_round', _DEFAULTS.clients_per_round,
+                     'Clients sampled per round; 0 = all.')
+flags.DEFINE_integer('rounds', _DEFAULTS.rounds, 'Federated rounds.')
+flags.DEFINE_integer('local_epochs', _DEFAULTS.local_epochs,
+                     'Local epochs per round (E).')
+flags.DEFINE_integer('batch_size', _DEFAULTS.batch_size, 'Local batch size.')
+flags.DEFINE_float('client_learning_rate', _DEFAULTS.client_learning_rate,
+                   'Client SGD learning rate.')
+flags.DEFINE_float('server_learning_rate', _DEFAULTS.server_learning_rate,
+                   'Server SGD learning rate.')
+flags.DEFINE_float('client_momentum', _DEFAULTS.client_momentum,
+                   'Client SGD momentum (FedNova uses it in a_k).')
+flags.DEFINE_float('fedprox_mu', _DEFAULTS.fedprox_mu,
+                   'FedProx proximal strength μ.')
+flags.DEFINE_float('fedattn_epsilon', _DEFAULTS.fedattn_epsilon,
+                   'FedAttn server step size ε.')
+flags.DEFINE_float('val_fraction', _DEFAULTS.val_fraction,
+                   "Fraction of each client's data in its local validation "
+                   'part (HGB uses it; baselines train on it).')
+flags.DEFINE_integer('min_val_examples', _DEFAULTS.min_val_examples,
+                     "Lower bound on a client's local validation part.")
+flags.DEFINE_float('test_fraction', _DEFAULTS.test_fraction,
+                   'Fraction of the data held out as the global test set.')
+flags.DEFINE_integer('data_seed', _DEFAULTS.data_seed,
+                     'Seed of the test split (kept fixed across --seed).')
+flags.DEFINE_integer('seed', _DEFAULTS.seed,
+                     'Seed of the partition, model initialisation, client '
+                     'sampling and local shuffles.')
+flags.DEFINE_float('target_accuracy', _DEFAULTS.target_accuracy,
+                   'Test fusion accuracy that defines rounds to target.')
+flags.DEFINE_integer('eval_every', _DEFAULTS.eval_every,
+                     'Evaluate on the test set every this many rounds (and '
+                     'after the last).')
+flags.DEFINE_integer('checkpoint_every', _DEFAULTS.checkpoint_every,
+                     'Save program state every this many rounds (and after '
+                     'the last).')
+flags.DEFINE_string('output_dir', None, 'Directory for the results.')
+flags.DEFINE_bool('resume', False,
+                  'Continue the run in --output_dir from its last saved '
+                  'round (finished runs are kept).')
+flags.DEFINE_string('tune', '',
+                    'field:v1,v2,... (any AlgorithmConfig field or '
+                    'hgb_<field>; several as a grid with ";"): pick the value '
+                    'with the best validation accuracy on data held out of '
+                    'the training pool, then train at it.')
+flags.DEFINE_integer('tune_rounds', _DEFAULTS.tune_rounds,
+                     'Rounds of each tuning run; 0 = --rounds.')
+flags.DEFINE_float('tune_val_fraction', _DEFAULTS.tune_val_fraction,
+                   'Fraction of the training pool held out for tuning.')
+flags.DEFINE_bool('progress', True, 'Show a progress bar (stderr).')
+
+_HGB_DEFAULTS = client_work.HGBHParams()
+for _field in experiment.hgb_fields():
+  _kind = type(getattr(_HGB_DEFAULTS, _field))
+  _define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
+             str: flags.DEFINE_string}.get(_kind, flags.DEFINE_float)
+  _define(f'hgb_{_field}', None,
+          f'HGB hyper-parameter {_field} (HGBHParams; default: the mode\'s, '
+          f'{getattr(_HGB_DEFAULTS, _field)} for the paper).')
+
+_CONFIG_FIELDS = [f for f in experiment.ExperimentConfig.__dataclass_fields__
+                  if f not in ('algorithm', 'hgb')]
+
+
+def config_from_flags(algorithm: str = '') -> experiment.ExperimentConfig:
+  """The ExperimentConfig of the parsed flags (and `algorithm`)."""
+  values = {name: FLAGS[name].value for name in _CONFIG_FIELDS}
+  hgb = tuple(sorted((f, FLAGS[f'hgb_{f}'].value)
+                     for f in experiment.hgb_fields()
+                     if FLAGS[f'hgb_{f}'].value is not None))
+  return experiment.ExperimentConfig(algorithm=algorithm, hgb=hgb, **values)
+
+
+def apply_preset(preset: Mapping[str, Any]) -> None:
+  """Sets each flag of `preset` the user did not give on the command line."""
+  for name, value in preset.items():
+    if not FLAGS[name].present:
+      FLAGS[name].value = value
+
+
+def error_exit(error: Exception) -> None:
+  """Ends the program with a one-line error (no traceback), exit code 1."""
+  message = ' '.join(str(error).split())
+  raise SystemExit(f'error: {message}')
+
+
+def quiet_logs() -> None:
+  """Only warnings and errors from absl/TF logging (the bar shows progress)."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.WARNING)
+  # E.g. TF's tf.function retracing notices when models are rebuilt per run.
+  tf.get_logger().setLevel('ERROR')

@@ -1,0 +1,67 @@
+r"""The paper's Tables I–III on htad, beside the paper's numbers (`make paper`).
+
+  python -m experiments.paper_tables --output_dir=results/paper
+  python -m experiments.paper_tables --quick --output_dir=/tmp/paper  # a minute
+
+Runs every setting the tables need as a resumable comparison under
+--output_dir (rerunning skips finished runs and continues unfinished ones) and
+writes --output_dir/RESULTS.md. Takes the flags of run_experiment as overrides
+of the preset (tff_hgb.experiment.PAPER_PRESET), plus --tables, --seeds and
+--quick.
+"""
+
+from absl import app
+from absl import flags
+
+from experiments import flags_lib
+from tff_hgb import experiment
+from tff_hgb import runtime
+from tff_hgb.data import dataset as dataset_lib
+
+flags.DEFINE_list('tables', ['1', '2', '3'], 'Which tables (1, 2, 3).')
+flags.DEFINE_integer('paper_seeds', 3, 'Seeds per run (--seed onwards).')
+flags.DEFINE_bool('quick', False,
+                  'A reduced setting (few clients, 2 rounds, 1 seed, no '
+                  'tuning) that shows the machinery works.')
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    flags_lib.error_exit(ValueError(
+        f'unexpected arguments {" ".join(argv[1:])}'))
+  flags_lib.quiet_logs()
+  try:
+    preset = dict(experiment.PAPER_PRESET)
+    if FLAGS.quick:
+      preset.update(experiment.PAPER_QUICK)
+    flags_lib.apply_preset(preset)
+    seeds_count = 1 if FLAGS.quick and not FLAGS['paper_seeds'].present else (
+        FLAGS.paper_seeds)
+    if seeds_count < 1:
+      raise experiment.UsageError('paper_seeds', 'must be ≥ 1.')
+    try:
+      tables = sorted({int(t) for t in FLAGS.tables})
+    except ValueError:
+      raise experiment.UsageError('tables', 'expected numbers 1, 2, 3.'
+                                  ) from None
+    if not tables or not set(tables) <= {1, 2, 3}:
+      raise experiment.UsageError('tables', 'expected numbers 1, 2, 3.')
+    base = flags_lib.config_from_flags('fedavg')
+    experiment.validate(base)
+    seeds = tuple(range(base.seed, base.seed + seeds_count))
+    with runtime.local_runtime():
+      outcome = experiment.run_paper_tables(base, tables=tables, seeds=seeds,
+                                            output_dir=base.output_dir)
+  except (experiment.UsageError, dataset_lib.DataError,
+          runtime.WorkerError) as e:
+    flags_lib.error_exit(e)
+  finally:
+    runtime.stop_all_workers()
+  print(outcome['markdown'], flush=True)
+  print(f'Wrote {base.output_dir}/RESULTS.md', flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)

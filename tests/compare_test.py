@@ -1,0 +1,162 @@
+"""Tests of `python -m experiments.compare` and the comparison outputs."""
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import psutil
+import pytest
+
+from tff_hgb import experiment
+from tff_hgb import results
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MARKER = 'TFF_HGB_TEST_RUN'
+TIMEOUT = 300
+
+
+def _run(module, args):
+  """Runs a binary; asserts that nothing it started outlives it."""
+  marker = uuid.uuid4().hex
+  env = dict(os.environ)
+  env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
+  env['TF_CPP_MIN_LOG_LEVEL'] = '3'
+  env[MARKER] = marker
+  process = subprocess.Popen([sys.executable, '-m', module] + list(args),
+                             cwd=REPO, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+  try:
+    stdout, stderr = process.communicate(timeout=TIMEOUT)
+  finally:
+    if process.poll() is None:
+      process.kill()
+  deadline = time.monotonic() + 10
+  while True:
+    left = []
+    for p in psutil.process_iter(['pid']):
+      try:
+        if (p.environ().get(MARKER) == marker and
+            p.status() != psutil.STATUS_ZOMBIE):
+          left.append(p)
+      except (psutil.NoSuchProcess, psutil.AccessDenied,
+              psutil.ZombieProcess):
+        pass
+    if not left:
+      break
+    assert time.monotonic() < deadline, f'left behind: {left}'
+    time.sleep(0.2)
+  return process.returncode, stdout, stderr
+
+
+def test_compare_two_algorithms_two_seeds(tmp_path):
+  out = str(tmp_path / 'cmp')
+  code, stdout, stderr = _run('experiments.compare', [
+      '--algorithms=fedavg,hgb', '--seeds=2', '--dataset=basicmotions',
+      '--partition=mixed_b', '--num_clients=3', '--rounds=2',
+      '--batch_size=8', '--target_accuracy=0.3', '--centralized',
+      '--progress=false', f'--output_dir={out}'])
+  assert code == 0, stderr[-3000:]
+  assert 'Traceback' not in stderr
+  for name in ('comparison.md', 'comparison.png', 'summary.json',
+               'flags.json'):
+    assert os.path.isfile(os.path.join(out, name)), name
+  assert open(os.path.join(out, 'comparison.png'), 'rb').read(4) == (
+      b'\x89PNG')
+  for algorithm in ('fedavg', 'hgb'):
+    for seed in (0, 1):
+      run_dir = os.path.join(out, algorithm, f'seed_{seed}')
+      summary = results.read_json(os.path.join(run_dir, 'summary.json'))
+      assert summary['algorithm'] == algorithm and summary['seed'] == seed
+      assert summary['rounds_completed'] == 2
+
+  summary = results.read_json(os.path.join(out, 'summary.json'))
+  assert summary['seeds'] == [0, 1]
+  for algorithm in ('fedavg', 'hgb'):
+    row = summary['algorithms'][algorithm]
+    for key in ('final_accuracy_mean', 'final_accuracy_std',
+                'best_accuracy_mean', 'rounds_to_target_mean',
+                'seconds_per_round_median'):
+      assert key in row, key
+    assert row['seeds'] == 2
+    assert 0 <= row['final_accuracy_mean'] <= 1
+    finals = [results.read_json(os.path.join(out, algorithm, f'seed_{s}',
+                                             'summary.json'))['final_accuracy']
+              for s in (0, 1)]
+    assert row['final_accuracy_mean'] == pytest.approx(sum(finals) / 2)
+  assert 'effective_clients_mean' in summary['algorithms']['hgb']
+  assert 'fusion_weight_mean' in summary['algorithms']['hgb']
+  assert summary['centralized']['seeds'] == 2
+  assert 0 <= summary['centralized']['final_accuracy_mean'] <= 1
+
+  table = open(os.path.join(out, 'comparison.md')).read()
+  assert '| `fedavg` | 2 |' in table and '| `hgb` | 2 |' in table
+  assert 'centralized' in table and 'ΔCR' in table
+  assert 'without accel' in table
+  # The table is printed at the end.
+  assert '| `hgb` | 2 |' in stdout
+
+
+def test_compare_bad_flags(tmp_path):
+  code, _, stderr = _run('experiments.compare', [
+      '--algorithms=fedavg,nope', '--dataset=basicmotions',
+      f'--output_dir={tmp_path}/x'])
+  assert code != 0 and 'Traceback' not in stderr
+  assert stderr.strip().splitlines()[-1].startswith('error: --algorithms: ')
+
+
+def test_default_preset_fills_flags_not_given():
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from experiments import compare  # pylint: disable=g-import-not-at-top
+  was_parsed = flags.FLAGS.is_parsed()
+  flags.FLAGS.unparse_flags()
+  try:
+    flags.FLAGS(['compare', '--config=default', '--rounds=7'])
+    comparison = compare.comparison_from_flags()
+  finally:
+    flags.FLAGS.unparse_flags()
+    if was_parsed:
+      flags.FLAGS.mark_as_parsed()
+  preset = experiment.PRESETS['default']
+  assert comparison.base.rounds == 7  # Given on the command line: kept.
+  assert comparison.base.dataset == 'htad'
+  assert comparison.base.partition == 'mixed_b'
+  assert comparison.base.output_dir == 'results/default'
+  assert comparison.algorithms == tuple(preset['algorithms'])
+  assert experiment.BEST_UNIMODAL in comparison.algorithms
+  assert comparison.centralized
+  assert comparison.seeds == (0, 1, 2)
+  assert experiment.parse_tune(comparison.base.tune)[0][0] == (
+      'client_learning_rate')
+  experiment.validate_comparison(comparison)
+
+
+def test_parse_seeds():
+  from experiments import compare  # pylint: disable=g-import-not-at-top
+  assert compare.parse_seeds('3', 5) == (5, 6, 7)
+  assert compare.parse_seeds('0,4', 5) == (0, 4)
+  for bad in ('0', 'x', '1,1'):
+    with pytest.raises(experiment.UsageError, match='^--seeds: '):
+      compare.parse_seeds(bad, 0)
+
+
+@pytest.mark.slow
+def test_paper_tables_quick_and_resumable(tmp_path):
+  out = str(tmp_path / 'paper')
+  args = ['--quick', '--progress=false', f'--output_dir={out}']
+  code, stdout, stderr = _run('experiments.paper_tables', args)
+  assert code == 0, stderr[-3000:]
+  text = open(os.path.join(out, 'RESULTS.md')).read()
+  for heading in ('## Table I', '## Table II', '### mixed_b', '### 2m_b',
+                  '## Table III'):
+    assert heading in text, heading
+  for scheme in ('case_a', '1m_b', '2m_b', 'mixed_b', 'case_c'):
+    assert os.path.isfile(os.path.join(out, scheme, 'summary.json')), scheme
+  assert '62.97' in text  # The paper's FedHGB, Kinetics Mixed-B.
+  # A rerun reuses every finished run: the same tables, no training.
+  started = time.monotonic()
+  code, again, stderr = _run('experiments.paper_tables', args)
+  assert code == 0, stderr[-3000:]
+  assert time.monotonic() - started < 60
+  assert again.split('## Table I')[1] == stdout.split('## Table I')[1]

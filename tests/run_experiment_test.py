@@ -1,0 +1,207 @@
+"""End-to-end tests of `python -m experiments.run_experiment` (subprocesses).
+
+Every subprocess gets a unique marker in its environment; the TFF workers it
+starts inherit it, so after each run the tests can check that no worker of
+that run is left (other sessions' workers on the machine are not ours).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import psutil
+import pytest
+
+from tff_hgb import results
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MARKER = 'TFF_HGB_TEST_RUN'
+TIMEOUT = 240
+
+# Small and fast: basicmotions, 4 clients (3 per round), 4 rounds.
+BASE_FLAGS = ['--algorithm=hgb', '--dataset=basicmotions',
+              '--partition=mixed_b', '--num_clients=4',
+              '--clients_per_round=3', '--rounds=4', '--batch_size=8',
+              '--checkpoint_every=2', '--seed=3', '--progress=false']
+
+
+def _env(marker):
+  env = dict(os.environ)
+  env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
+  env['TF_CPP_MIN_LOG_LEVEL'] = '3'
+  env[MARKER] = marker
+  return env
+
+
+def _processes_with(marker):
+  found = []
+  for process in psutil.process_iter(['pid']):
+    try:
+      if process.environ().get(MARKER) == marker:
+        found.append(process)
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+      continue
+  return found
+
+
+def assert_no_workers_left(marker, timeout=10.0):
+  """No process (worker_binary or other) started by that run survives."""
+  deadline = time.monotonic() + timeout
+  while True:
+    left = [p for p in _processes_with(marker) if p.is_running() and
+            p.status() != psutil.STATUS_ZOMBIE]
+    if not left:
+      return
+    if time.monotonic() > deadline:
+      names = [' '.join(p.cmdline()[:2]) for p in left]
+      raise AssertionError(f'processes left behind by the run: {names}')
+    time.sleep(0.2)
+
+
+def start(module, args, marker=None):
+  marker = marker or uuid.uuid4().hex
+  process = subprocess.Popen(
+      [sys.executable, '-m', module] + list(args), cwd=REPO, env=_env(marker),
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  process.marker = marker
+  return process
+
+
+def finish(process):
+  try:
+    stdout, stderr = process.communicate(timeout=TIMEOUT)
+  finally:
+    if process.poll() is None:
+      process.kill()
+  assert_no_workers_left(process.marker)
+  return process.returncode, stdout, stderr
+
+
+def run(module, args):
+  return finish(start(module, args))
+
+
+@pytest.fixture(scope='module')
+def full_run(tmp_path_factory):
+  """One uninterrupted run, shared by the output and the resume tests."""
+  out = str(tmp_path_factory.mktemp('full') / 'run')
+  code, stdout, stderr = run('experiments.run_experiment',
+                             BASE_FLAGS + [f'--output_dir={out}'])
+  assert code == 0, stderr[-3000:]
+  return out, stdout, stderr
+
+
+def test_end_to_end_outputs(full_run):
+  out, stdout, stderr = full_run
+  assert 'Traceback' not in stderr
+  for name in ('flags.json', 'partition.txt', 'partition.json', 'metrics.csv',
+               'summary.json'):
+    assert os.path.isfile(os.path.join(out, name)), name
+  assert any(n.startswith('events.') for n in
+             os.listdir(os.path.join(out, 'tensorboard')))
+  assert os.path.isdir(os.path.join(out, 'state', 'program_state_4'))
+  flags = results.read_json(os.path.join(out, 'flags.json'))
+  assert flags['algorithm'] == 'hgb' and flags['rounds'] == 4
+  json.loads(open(os.path.join(out, 'partition.json')).read())
+  assert 'client' in open(os.path.join(out, 'partition.txt')).read()
+
+  rows = results.read_metrics(os.path.join(out, 'metrics.csv'))
+  assert [r['round'] for r in rows] == [1, 2, 3, 4]
+  for row in rows:
+    assert row['clients'] == 3
+    assert 0.0 <= row['test/fusion/accuracy'] <= 1.0
+    for column in ('seconds', 'test/accel/accuracy', 'test/gyro/accuracy',
+                   'train/fusion/loss', 'z/fusion', 'z/accel',
+                   'client_weight/effective_clients'):
+      assert row[column] is not None, column
+
+  summary = results.read_json(os.path.join(out, 'summary.json'))
+  for key in ('algorithm', 'dataset', 'partition', 'seed', 'rounds_completed',
+              'final_accuracy', 'best_accuracy', 'rounds_to_target',
+              'seconds_per_round_median', 'missing_modality_accuracy',
+              'tuned'):
+    assert key in summary, key
+  assert summary['rounds_completed'] == 4
+  assert summary['final_accuracy'] == rows[-1]['test/fusion/accuracy']
+  assert summary['best_accuracy'] == max(r['test/fusion/accuracy']
+                                         for r in rows)
+  assert set(summary['missing_modality_accuracy']) == {'accel', 'gyro'}
+  assert summary['seconds_per_round_median'] > 0
+  # The short result line.
+  assert stdout.strip().splitlines()[-1].startswith(
+      'hgb on basicmotions/mixed_b seed 3: final ')
+
+
+def test_resume_after_sigkill_matches_uninterrupted(full_run, tmp_path):
+  reference, _, _ = full_run
+  out = str(tmp_path / 'run')
+  args = BASE_FLAGS + [f'--output_dir={out}']
+  process = start('experiments.run_experiment', args)
+  checkpoint = os.path.join(out, 'state', 'program_state_2')
+  deadline = time.monotonic() + TIMEOUT
+  try:
+    while not os.path.isdir(checkpoint):
+      assert process.poll() is None, process.communicate()[1][-3000:]
+      assert time.monotonic() < deadline, 'no round-2 checkpoint'
+      time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+  finally:
+    code, _, _ = finish(process)
+  assert code == -signal.SIGKILL
+  assert not os.path.exists(os.path.join(out, 'summary.json')), (
+      'the run finished before it was killed')
+
+  code, stdout, stderr = run('experiments.run_experiment', args + ['--resume'])
+  assert code == 0, stderr[-3000:]
+  resumed = results.read_json(os.path.join(out, 'summary.json'))
+  expected = results.read_json(os.path.join(reference, 'summary.json'))
+  assert resumed['rounds_completed'] == 4
+  assert resumed['final_accuracy'] == expected['final_accuracy']
+  assert resumed['best_accuracy'] == expected['best_accuracy']
+  rows = results.read_metrics(os.path.join(out, 'metrics.csv'))
+  reference_rows = results.read_metrics(os.path.join(reference,
+                                                     'metrics.csv'))
+  assert [r['round'] for r in rows] == [1, 2, 3, 4]
+  for row, ref in zip(rows, reference_rows):
+    assert row['test/fusion/accuracy'] == ref['test/fusion/accuracy']
+    assert row['train/fusion/loss'] == pytest.approx(ref['train/fusion/loss'],
+                                                     rel=1e-5)
+
+
+# One case per kind of error; tests/experiment_test.py checks many more
+# configurations in-process (same code path, without a TensorFlow start each).
+BAD_FLAGS = [
+    (['--algorithm=nope'], 'algorithm'),
+    (['--dataset=no_such_data'], 'dataset'),
+    (['--dataset=npz:/no/such/file.npz'], 'dataset'),  # DataError on load.
+    (['--rounds=-5'], 'rounds'),
+    (['--clients_per_round=9'], 'clients_per_round'),
+    (['--tune=client_learning_rate:0.1,fast'], 'tune'),
+    (['--hgb_warmup_fraction=3'], 'hgb_warmup_fraction'),
+]
+
+
+def test_bad_flags_end_with_one_line_error(tmp_path):
+  taken = tmp_path / 'taken'
+  taken.mkdir()
+  (taken / 'flags.json').write_text('{}')
+  cases = [(args + [f'--output_dir={tmp_path / str(i)}'], flag)
+           for i, (args, flag) in enumerate(BAD_FLAGS)]
+  cases.append(([f'--output_dir={taken}'], 'output_dir'))
+  # In parallel: each start imports TensorFlow (seconds, mostly waiting).
+  started = [(start('experiments.run_experiment', BASE_FLAGS + args), flag)
+             for args, flag in cases]
+  for process, flag in started:
+    code, stdout, stderr = finish(process)
+    assert code != 0, (flag, stdout, stderr)
+    assert 'Traceback' not in stderr, stderr
+    errors = [l for l in stderr.splitlines() if l.startswith('error:')]
+    assert len(errors) == 1, (flag, stderr)
+    assert errors[0].startswith(f'error: --{flag}: '), (flag, errors[0])
+  for i in range(len(BAD_FLAGS)):
+    # Nothing was written for a refused run.
+    assert not os.path.exists(tmp_path / str(i) / 'metrics.csv')
