@@ -645,8 +645,18 @@ class Benchmark:
     data_fn = self.workload.hgb_data_fn(fd)
     runners = collections.OrderedDict(
         (n, self._runner(process, data_fn, fd.client_ids[:n])) for n in counts)
+    peaks = {n: 0.0 for n in counts}
+
+    def sampled(n, runner):
+      def measure():
+        with RssSampler() as sampler:
+          seconds = runner.round()
+        peaks[n] = max(peaks[n], sampler.peak_mb)
+        return seconds
+      return measure
+
     times = self.bm.interleave(
-        {str(n): r.round for n, r in runners.items()},
+        {str(n): sampled(n, r) for n, r in runners.items()},
         repeats=s.scaling_repeats, warmup=1)
     low, high = counts[0], counts[-1]
     per_client = {n: [t / n for t in times[str(n)]] for n in counts}
@@ -666,10 +676,14 @@ class Benchmark:
             for n, r in runners.items()),
         completed_rounds=collections.OrderedDict(
             (str(n), r.round_num) for n, r in runners.items()),
+        peak_rss_mb=collections.OrderedDict(
+            (str(n), round(peaks[n], 1)) for n in counts),
         method=('registry \'hgb\', E=1, the first N clients of one '
                 'FederatedData of equal-size clients; N interleaved per '
                 'repeat after one warm-up round each; per-client time = '
-                'round time / N.'))
+                'round time / N; peak_rss_mb: this process + its workers, '
+                'sampled every 50 ms during each round of N clients (client '
+                'datasets built before the round are alive then).'))
 
   # ---- workers ----
 
@@ -972,6 +986,10 @@ def markdown_report(report: dict[str, Any]) -> str:
       lines.append(_row(f'scaling: s per round, {n} clients', summary))
     for n, summary in scaling['per_client_s'].items():
       lines.append(_row(f'scaling: s per client, {n} clients', summary))
+    lines.append('| scaling: peak RSS MB (process + workers) during a '
+                 'round, by clients | ' + ', '.join(
+                     f'{n}: {mb:.0f}' for n, mb in
+                     scaling['peak_rss_mb'].items()) + ' | | | |')
     ratio_entry = scaling['per_client_ratio']
     lines.append(_row(
         f'scaling: per-client time {ratio_entry["numerator_clients"]} / '

@@ -126,6 +126,7 @@ def test_scaling_memory_traces_fields(quick_run):
   assert _is_summary(scaling['per_client_ratio'])
   assert scaling['per_client_ratio']['numerator_clients'] == 4
   assert all(rounds >= 2 for rounds in scaling['completed_rounds'].values())
+  assert all(mb > 0 for mb in scaling['peak_rss_mb'].values())
   memory = results['memory']
   assert memory['peak_rss_mb'] >= memory['rss_round_10_mb']['total'] > 0
   assert memory['rss_last_round_mb']['workers'] > 0  # The worker is counted.
