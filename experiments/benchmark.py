@@ -639,7 +639,11 @@ class Benchmark:
   def scaling(self) -> None:
     s = self.s
     counts = sorted(set(s.scaling_clients))
+    gc.collect()
+    rss_before_data = self.bm.rss_mb()['total']
     fd = self.workload.data(max(counts))
+    gc.collect()
+    rss_with_data = self.bm.rss_mb()['total']
     self._log(f'scaling: HGB rounds of {counts} clients')
     process = self.workload.process('hgb', 1)
     data_fn = self.workload.hgb_data_fn(fd)
@@ -678,6 +682,8 @@ class Benchmark:
             (str(n), r.round_num) for n, r in runners.items()),
         peak_rss_mb=collections.OrderedDict(
             (str(n), round(peaks[n], 1)) for n in counts),
+        rss_before_section_mb=round(rss_before_data, 1),
+        rss_with_data_mb=round(rss_with_data, 1),
         method=('registry \'hgb\', E=1, the first N clients of one '
                 'FederatedData of equal-size clients; N interleaved per '
                 'repeat after one warm-up round each; per-client time = '
@@ -987,7 +993,10 @@ def markdown_report(report: dict[str, Any]) -> str:
     for n, summary in scaling['per_client_s'].items():
       lines.append(_row(f'scaling: s per client, {n} clients', summary))
     lines.append('| scaling: peak RSS MB (process + workers) during a '
-                 'round, by clients | ' + ', '.join(
+                 'round, by clients (before the section '
+                 f'{scaling["rss_before_section_mb"]:.0f}, with the '
+                 f'{max(int(n) for n in scaling["round_s"])}-client data '
+                 f'{scaling["rss_with_data_mb"]:.0f}) | ' + ', '.join(
                      f'{n}: {mb:.0f}' for n, mb in
                      scaling['peak_rss_mb'].items()) + ' | | | |')
     ratio_entry = scaling['per_client_ratio']
