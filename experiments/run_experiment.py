@@ -40,6 +40,11 @@ def main(argv):
   except (experiment.UsageError, dataset_lib.DataError,
           runtime.WorkerError) as e:
     flags_lib.error_exit(e)
+  except OSError as e:  # E.g. disk full or a file size limit mid-run.
+    flags_lib.error_exit(OSError(
+        f'cannot write results: {e.strerror or e}'
+        f'{f" ({e.filename})" if e.filename else ""}; free the space and '
+        'rerun with --resume to continue from the last saved round.'))
   finally:
     runtime.stop_all_workers()
   print(experiment.result_line(summary, config.output_dir), flush=True)

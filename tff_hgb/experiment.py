@@ -337,6 +337,16 @@ def check_output_dir(output_dir: str, flags: Mapping[str, Any], *,
   """
   if os.path.exists(output_dir) and not os.path.isdir(output_dir):
     raise UsageError('output_dir', f'{output_dir} is a file.')
+  # The nearest existing ancestor must be a writable directory (a path under
+  # a regular file, or in a read-only place, fails here, not mid-run).
+  existing = os.path.abspath(output_dir)
+  while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise UsageError('output_dir', f'cannot create {output_dir}: {existing} '
+                     'is a file.')
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise UsageError('output_dir', f'{existing} is not writable.')
   markers = [n for n in (results.FLAGS_JSON, results.METRICS_CSV,
                          results.SUMMARY_JSON, results.STATE_DIR)
              if os.path.exists(os.path.join(output_dir, n))]
