@@ -1,0 +1,333 @@
+"""Reliability: faults tried on purpose (docs/RELIABILITY.md is the catalogue).
+
+Binaries run as subprocesses (helpers of tests/run_experiment_test.py: each
+run is checked to leave no worker behind); library-level faults run in this
+process on the session's TFF worker (tests/conftest.py).
+"""
+
+import csv
+import dataclasses
+import errno
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from tff_hgb import experiment
+from tff_hgb import results
+
+import run_experiment_test as rx  # pylint: disable=g-bad-import-order
+
+ROUNDS = 6
+FLAGS = ['--algorithm=hgb', '--dataset=basicmotions', '--partition=mixed_b',
+         '--num_clients=4', '--clients_per_round=3', f'--rounds={ROUNDS}',
+         '--batch_size=8', '--checkpoint_every=1', '--seed=5',
+         '--progress=false']
+# Columns that measure time, not what was computed.
+TIMING = ('seconds', 'eval_seconds')
+KILL_SEED = 20261127
+
+
+def _columns(path):
+  """metrics.csv as text cells (exact bytes), without the timing columns."""
+  with open(path, encoding='utf-8', newline='') as f:
+    rows = list(csv.DictReader(f))
+  return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+def _one_line_error(code, stderr, startswith):
+  assert code not in (0, None), stderr[-2000:]
+  assert 'Traceback' not in stderr, stderr[-3000:]
+  errors = [l for l in stderr.splitlines() if l.startswith('error:')]
+  assert len(errors) == 1, stderr[-3000:]
+  assert errors[0].startswith(startswith), errors[0]
+  return errors[0]
+
+
+@pytest.fixture(scope='module')
+def two_runs(tmp_path_factory):
+  """The same flags and seed twice, side by side (separate processes)."""
+  base = tmp_path_factory.mktemp('twice')
+  dirs = [str(base / name) for name in ('a', 'b')]
+  started = [rx.start('experiments.run_experiment',
+                      FLAGS + [f'--output_dir={d}']) for d in dirs]
+  for process in started:
+    code, _, stderr = rx.finish(process)
+    assert code == 0, stderr[-3000:]
+  return dirs
+
+
+# ---------------------------------------------------------------------------
+# Determinism and kill -9.
+# ---------------------------------------------------------------------------
+
+
+def test_same_flags_and_seed_give_identical_metrics(two_runs):
+  a, b = two_runs
+  rows_a = _columns(os.path.join(a, results.METRICS_CSV))
+  rows_b = _columns(os.path.join(b, results.METRICS_CSV))
+  assert [r['round'] for r in rows_a] == [str(r) for r in range(1, ROUNDS + 1)]
+  assert rows_a == rows_b  # Cell by cell, as written (no tolerance).
+  summary_a = results.read_json(os.path.join(a, results.SUMMARY_JSON))
+  summary_b = results.read_json(os.path.join(b, results.SUMMARY_JSON))
+  summary_a.pop('seconds_per_round_median')
+  summary_b.pop('seconds_per_round_median')
+  assert summary_a == summary_b
+  for name in (results.PARTITION_JSON, results.PARTITION_TXT):
+    with open(os.path.join(a, name), 'rb') as fa, open(os.path.join(b, name),
+                                                       'rb') as fb:
+      assert fa.read() == fb.read(), name
+
+
+def _newest_state(out):
+  state_dir = os.path.join(out, results.STATE_DIR)
+  if not os.path.isdir(state_dir):
+    return 0
+  numbers = [int(n.split('_')[2]) for n in os.listdir(state_dir)
+             if n.startswith('program_state_') and n.count('_') == 2]
+  return max(numbers, default=0)
+
+
+@pytest.mark.slow
+def test_killed_three_times_at_random_rounds_resumes_to_the_same_result(
+    two_runs, tmp_path):
+  reference = two_runs[0]
+  out = str(tmp_path / 'run')
+  args = FLAGS + [f'--output_dir={out}']
+  rng = random.Random(KILL_SEED)
+  kills = []
+  for attempt in range(3):
+    newest = _newest_state(out)
+    remaining = 2 - attempt  # Kills still to come after this one.
+    target = rng.randint(newest + 1, ROUNDS - 1 - remaining)
+    process = rx.start('experiments.run_experiment',
+                       args + (['--resume'] if attempt else []))
+    deadline = time.monotonic() + rx.TIMEOUT
+    try:
+      while _newest_state(out) < target:
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f'no checkpoint {target}'
+        time.sleep(0.01)
+      process.send_signal(signal.SIGKILL)
+    finally:
+      code, _, _ = rx.finish(process)
+    assert code == -signal.SIGKILL
+    assert not os.path.exists(os.path.join(out, results.SUMMARY_JSON)), (
+        f'attempt {attempt}: the run finished before it was killed')
+    kills.append((target, _newest_state(out)))
+  assert len(kills) == 3, kills
+
+  code, _, stderr = rx.run('experiments.run_experiment', args + ['--resume'])
+  assert code == 0, stderr[-3000:]
+  resumed = results.read_json(os.path.join(out, results.SUMMARY_JSON))
+  expected = results.read_json(os.path.join(reference, results.SUMMARY_JSON))
+  assert resumed['rounds_completed'] == ROUNDS
+  assert resumed['final_accuracy'] == expected['final_accuracy'], kills
+  assert resumed['best_accuracy'] == expected['best_accuracy'], kills
+  assert (resumed['missing_modality_accuracy'] ==
+          expected['missing_modality_accuracy'])
+  assert (_columns(os.path.join(out, results.METRICS_CSV)) ==
+          _columns(os.path.join(reference, results.METRICS_CSV))), kills
+
+
+# ---------------------------------------------------------------------------
+# Output directory and disk faults (binary: one line, no traceback).
+# ---------------------------------------------------------------------------
+
+# Runs experiments.run_experiment with os.fsync failing (ENOSPC) from its
+# FAIL_FROM-th call on: the results writer fsyncs every file it writes, so
+# this is a disk that fills up after the first few files.
+_DISK_FULL = '''
+import errno, os, runpy, sys
+calls = [0]
+real_fsync = os.fsync
+def fsync(fd):
+  calls[0] += 1
+  if calls[0] >= int(os.environ['FAIL_FROM']):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), 'metrics.csv')
+  return real_fsync(fd)
+os.fsync = fsync
+sys.argv = ['run_experiment'] + sys.argv[1:]
+runpy.run_module('experiments.run_experiment', run_name='__main__')
+'''
+
+
+def _start_python(code, args):
+  """Like rx.start, for `python -c code args` (same marker checks)."""
+  marker = uuid.uuid4().hex
+  process = subprocess.Popen(
+      [sys.executable, '-c', code] + list(args), cwd=rx.REPO,
+      env=rx._env(marker),  # pylint: disable=protected-access
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  process.marker = marker
+  return process
+
+
+def test_output_dir_faults_end_in_one_line(tmp_path, monkeypatch):
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('not a directory')
+  disk_full = str(tmp_path / 'disk_full')
+  # flags.json, partition.txt, partition.json, then round 1's metrics.csv
+  # fails: the disk fills up mid-run.
+  monkeypatch.setenv('FAIL_FROM', '4')
+  started = [
+      (rx.start('experiments.run_experiment',
+                FLAGS + [f'--output_dir={a_file}/run']),
+       'error: --output_dir: cannot create'),
+      (rx.start('experiments.run_experiment',
+                FLAGS + [f'--output_dir={a_file}']),
+       'error: --output_dir: '),
+  ]
+  started.append((_start_python(_DISK_FULL,
+                               FLAGS + [f'--output_dir={disk_full}']),
+                  'error: cannot write results: No space left on device'))
+  for process, expected in started:
+    code, _, stderr = rx.finish(process)
+    line = _one_line_error(code, stderr, expected)
+    if 'No space' in line:
+      assert '--resume' in line
+  assert not (tmp_path / 'a_file' / 'run').exists()
+  # Nothing half-written: every file present is whole, no temporary files.
+  names = os.listdir(disk_full)
+  assert not [n for n in names if n.endswith('.tmp')], names
+  assert results.read_json(os.path.join(disk_full, results.FLAGS_JSON))
+  assert not os.path.exists(os.path.join(disk_full, results.SUMMARY_JSON))
+
+
+def test_unwritable_output_dir_is_refused_before_any_work(tmp_path):
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('x')
+  for path in (f'{a_file}/run', f'{a_file}/deeper/run'):
+    with pytest.raises(experiment.UsageError,
+                       match=f'^--output_dir: cannot create .*{a_file} is a'):
+      experiment.check_output_dir(path, {}, resume=False)
+  if os.geteuid() != 0:  # Root writes anywhere: only checkable as a user.
+    locked = tmp_path / 'locked'
+    locked.mkdir(mode=0o500)
+    with pytest.raises(experiment.UsageError, match='is not writable'):
+      experiment.check_output_dir(str(locked / 'run'), {}, resume=False)
+
+
+def test_disk_full_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+  writer = results.RunWriter(str(tmp_path), tensorboard=False)
+  writer.append({'round': 1, 'seconds': 0.1, 'test/fusion/accuracy': 0.5})
+  before = (tmp_path / results.METRICS_CSV).read_bytes()
+
+  def full(fd):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(results.os, 'fsync', full)
+  with pytest.raises(OSError, match='No space left'):
+    writer.append({'round': 2, 'seconds': 0.1, 'test/fusion/accuracy': 0.6})
+  with pytest.raises(OSError, match='No space left'):
+    results.atomic_write_json(str(tmp_path / results.SUMMARY_JSON), {'a': 1})
+  assert (tmp_path / results.METRICS_CSV).read_bytes() == before
+  assert not (tmp_path / results.SUMMARY_JSON).exists()
+  assert sorted(os.listdir(tmp_path)) == [results.METRICS_CSV]  # No temp.
+
+
+def test_results_are_written_through_temp_file_and_rename(tmp_path,
+                                                          monkeypatch):
+  """Every results file goes through atomic_write_text (temp + os.replace)."""
+  replaced = []
+  real_replace = os.replace
+
+  def spy(src, dst):
+    assert os.path.dirname(src) == os.path.dirname(dst)
+    assert os.path.basename(src).startswith('.' + os.path.basename(dst))
+    assert os.path.basename(src).endswith('.tmp')
+    replaced.append(os.path.basename(dst))
+    return real_replace(src, dst)
+
+  monkeypatch.setattr(results.os, 'replace', spy)
+  writer = results.RunWriter(str(tmp_path), tensorboard=False)
+  writer.append({'round': 1, 'seconds': 0.1})
+  writer.write_json(results.SUMMARY_JSON, {'final_accuracy': 0.5})
+  writer.write_text(results.PARTITION_TXT, 'client_0\n')
+  writer.truncate(0)
+  assert replaced == [results.METRICS_CSV, results.SUMMARY_JSON,
+                      results.PARTITION_TXT, results.METRICS_CSV]
+  # No other writer of results: nothing in the library opens a file for
+  # writing except atomic_write_text (and the TFRecord sidecar of media.py,
+  # which is data preparation, not results).
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  for name in ('experiment.py', 'results.py', 'centralized.py'):
+    text = open(os.path.join(root, 'tff_hgb', name), encoding='utf-8').read()
+    for mode in ("'w'", "'wb'", "'a'", '"w"'):
+      uses = text.count(f', {mode}')
+      allowed = 1 if (name == 'results.py' and mode == "'w'") else 0
+      assert uses == allowed, (name, mode)
+
+
+# ---------------------------------------------------------------------------
+# Corrupt checkpoints and result files (library, in this process).
+# ---------------------------------------------------------------------------
+
+
+def _corrupt_state(out, round_num):
+  state = os.path.join(out, results.STATE_DIR, f'program_state_{round_num}')
+  assert os.path.isdir(state), os.listdir(os.path.dirname(state))
+  for folder, _, files in os.walk(state):
+    for name in files:
+      with open(os.path.join(folder, name), 'wb') as f:
+        f.write(b'\x00garbage')
+
+
+@pytest.fixture(scope='module')
+def caches():
+  return experiment.DataCache(), experiment.AlgorithmCache()
+
+
+def _small_config(out, **overrides):
+  values = dict(algorithm='fedavg', dataset='basicmotions',
+                partition='mixed_b', num_clients=4, rounds=3, batch_size=8,
+                checkpoint_every=1, seed=2, progress=False, output_dir=out)
+  values.update(overrides)
+  return experiment.ExperimentConfig(**values)
+
+
+def test_corrupt_checkpoint_falls_back_to_an_earlier_one(tmp_path, caches):
+  data_cache, algorithm_cache = caches
+  out = str(tmp_path / 'run')
+  config = _small_config(out)
+  first = experiment.run_experiment(config, data_cache=data_cache,
+                                    algorithm_cache=algorithm_cache)
+  rows = _columns(os.path.join(out, results.METRICS_CSV))
+
+  # The newest state is damaged: --resume continues from the one before and
+  # redoes the last round, to the same result.
+  _corrupt_state(out, 3)
+  resume = dataclasses.replace(config, resume=True)
+  again = experiment.run_experiment(resume, data_cache=data_cache,
+                                    algorithm_cache=algorithm_cache)
+  assert again['final_accuracy'] == first['final_accuracy']
+  assert _columns(os.path.join(out, results.METRICS_CSV)) == rows
+  assert os.path.isdir(os.path.join(out, results.STATE_DIR,
+                                    'program_state_3'))
+
+  # Every state damaged: the run starts again from round 0 (documented
+  # fallback), still to the same result.
+  for r in (1, 2, 3):
+    _corrupt_state(out, r)
+  again = experiment.run_experiment(resume, data_cache=data_cache,
+                                    algorithm_cache=algorithm_cache)
+  assert again['final_accuracy'] == first['final_accuracy']
+  assert _columns(os.path.join(out, results.METRICS_CSV)) == rows
+
+
+def test_corrupt_flags_and_summary_files(tmp_path):
+  out = tmp_path / 'run'
+  out.mkdir()
+  (out / results.FLAGS_JSON).write_text('{"rounds": 3, trunc')
+  config = _small_config(str(out), resume=True)
+  with pytest.raises(experiment.UsageError,
+                     match=r'^--resume: .*flags.json is unreadable'):
+    experiment.check_output_dir(str(out), config.to_dict(), resume=True)
+  # A damaged summary.json is not taken for a finished run (it is redone).
+  (out / results.SUMMARY_JSON).write_text('{"rounds_completed": 3')
+  assert not experiment.run_is_complete(str(out), config)
