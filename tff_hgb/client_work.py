@@ -254,7 +254,7 @@ def build_hgb_client_update(model_fn: Callable[[], models.MultiModalModel],
         hparams['local_epochs'], tf.float32)
     u = ogr.client_weight(*blended, num_train_examples,
                           epsilon=hparams['epsilon'], delta=hparams['delta'])
-    if client_weight_temper is not None:
+    if client_weight_temper:  # None or 0 = off.
       u = ogr.finite_or_zero(num_train_examples * tf.pow(u, client_weight_temper))
     delta_g, delta_o = ogr.generalization_and_overfitting(*blended)
 

@@ -42,9 +42,12 @@ MODES = {
 
 # The literal paper: no stabiliser.
 PAPER_HPARAMS = client_work_lib.HGBHParams()
-# The default `hgb` configuration. Until the study of ALGORITHM.md §5b has chosen
-# one on validation data, it is the paper's.
+# The default `hgb` configuration (numeric part and client-level switches).
+# Until the study of ALGORITHM.md §5b has chosen one on validation data, it is
+# the paper's.
 DEFAULT_HGB_HPARAMS = PAPER_HPARAMS
+DEFAULT_CLIENT_WEIGHT_MIX = 1.0
+DEFAULT_CLIENT_WEIGHT_TEMPER = 0.0  # 0 = off.
 
 OptimizerArg = Union[tff.learning.optimizers.Optimizer,
                      Callable[[], tff.learning.optimizers.Optimizer]]
@@ -97,7 +100,8 @@ def build_hgb_process(
       (default: 1 for modes weighting by u_k, 0 for those weighting by n_k).
       A value strictly between 0 and 1 needs both sums, so it uses
       `tff_hgb.aggregation.build_structured_mean` instead of `model_aggregator`.
-    client_weight_temper: β of §5b: the OGR weight becomes n_k·u_k^β.
+    client_weight_temper: β of §5b: the OGR weight becomes n_k·u_k^β (None or
+      0 = off).
     modality_aware: average encoder m and head m only over the clients that
       hold m (§5; off by default). Uses the structured aggregation too.
     **hparam_overrides: fields of `HGBHParams` overriding `hparams`.
@@ -116,7 +120,12 @@ def build_hgb_process(
                      f'{sorted(MODES)}.')
   blend, weighting = MODES[mode]
   if hparams is None:
-    hparams = PAPER_HPARAMS if mode == 'hgb_paper' else DEFAULT_HGB_HPARAMS
+    hparams = DEFAULT_HGB_HPARAMS if mode == 'hgb' else PAPER_HPARAMS
+  if mode == 'hgb':
+    if client_weight_mix is None:
+      client_weight_mix = DEFAULT_CLIENT_WEIGHT_MIX
+    if client_weight_temper is None and DEFAULT_CLIENT_WEIGHT_TEMPER:
+      client_weight_temper = DEFAULT_CLIENT_WEIGHT_TEMPER
   if hparam_overrides:
     hparams = dataclasses.replace(hparams, **hparam_overrides)
   client_optimizer = _as_optimizer(client_optimizer_fn, 'client_optimizer_fn')

@@ -47,6 +47,14 @@ class AlgorithmConfig:
   fedattn_epsilon: float = 1.2
   # HGBHParams fields overriding the mode's defaults (e.g. warmup_fraction).
   hgb_overrides: tuple[tuple[str, Any], ...] = ()
+  # ALGORITHM.md §5b client-level switches of `hgb` (the other modes are
+  # literal: hgb_paper and c_gb weight clients by u_k, m_gb by examples):
+  # λ in p_k ∝ (1−λ)·n_k/Σn + λ·u_k/Σu (1 = the paper's u_k weights).
+  client_weight_mix: float = hgb.DEFAULT_CLIENT_WEIGHT_MIX
+  # β > 0: the OGR weight becomes n_k·u_k^β (0 = off).
+  client_weight_temper: float = hgb.DEFAULT_CLIENT_WEIGHT_TEMPER
+  # §5: encoder/head m averaged only over clients holding m (all HGB modes).
+  modality_aware: bool = False
 
 
 @dataclasses.dataclass
@@ -128,9 +136,15 @@ def build_algorithm(name: str, federated_data, config: AlgorithmConfig
   if name in HGB_MODES:
     overrides = dict(config.hgb_overrides)
     overrides.setdefault('local_epochs', config.local_epochs)
+    client_switches = {}
+    if name == 'hgb':
+      client_switches = dict(
+          client_weight_mix=config.client_weight_mix,
+          client_weight_temper=config.client_weight_temper or None)
     process = hgb.build_hgb_process(
         model_fn, client_optimizer_fn=_client_optimizer(config),
-        server_optimizer_fn=_server_optimizer(config), mode=name, **overrides)
+        server_optimizer_fn=_server_optimizer(config), mode=name,
+        modality_aware=config.modality_aware, **client_switches, **overrides)
 
     def client_data(cid, round_num):
       return federated_data.client_datasets(
