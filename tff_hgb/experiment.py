@@ -980,7 +980,7 @@ PRESETS = {
         'eval_every': 1,
         'checkpoint_every': 10,
         'target_accuracy': 0.7,
-        'tune': 'client_learning_rate:0.05,0.1,0.2,0.4',
+        'tune': 'client_learning_rate:0.1,0.2,0.4,0.8,1.6',
         'output_dir': 'results/default',
     },
 }
@@ -1064,18 +1064,59 @@ def validate_comparison(comparison: ComparisonConfig) -> None:
   validate(dataclasses.replace(comparison.base, algorithm='fedavg'))
 
 
+def _centralized_run(centralized, train_pool, test, config, seed,
+                     learning_rate, epochs):
+  """One centralized training; the summary dict stored per seed."""
+  started = time.perf_counter()
+  outcome = centralized.train_centralized(
+      train_pool, test, model_config=models.ModelConfig(seed=seed),
+      epochs=epochs, batch_size=config.batch_size,
+      learning_rate=learning_rate, seed=seed, eval_every=config.eval_every)
+  # CentralizedResult (a dataclass); a dict is accepted too.
+  get = (outcome.get if isinstance(outcome, Mapping) else
+         lambda k, d=None: getattr(outcome, k, d))
+  history = list(get('history') or [])
+  curve = [(int(h['epoch']), float(h[f'test/{FUSION}/accuracy']))
+           for h in history if f'test/{FUSION}/accuracy' in h]
+  validation = [float(h[f'val/{FUSION}/accuracy']) for h in history
+                if f'val/{FUSION}/accuracy' in h]
+  epochs_to_target = next((e for e, a in curve
+                           if config.target_accuracy is not None and
+                           a >= config.target_accuracy), None)
+  return {'algorithm': 'centralized', 'seed': seed,
+          'modalities': train_pool.modality_names,
+          'epochs': epochs,
+          'learning_rate': learning_rate,
+          'final_accuracy': float(get('final_accuracy')),
+          'best_accuracy': float(get('best_accuracy')),
+          'epochs_to_target': epochs_to_target,
+          # Selection score: mean validation fusion accuracy of the last
+          # evaluations (validation = tff_hgb.centralized's split of the
+          # training pool).
+          'validation_score': (float(np.mean(validation[-TUNE_EVALUATIONS:]))
+                               if validation else None),
+          'seconds': time.perf_counter() - started,
+          'curve': curve}
+
+
 def centralized_reference(config: ExperimentConfig, seeds: Sequence[int], *,
                           output_dir: str, data_cache: DataCache,
                           modalities: Optional[Sequence[str]] = None,
                           resume: bool = True,
-                          learning_rate: Optional[float] = None
+                          learning_rates: Sequence[float] = (),
+                          log: Callable[[str], None] = print
                           ) -> Optional[dict[str, Any]]:
   """The same model trained centrally with the fused loss, one run per seed.
 
-  Trains on the whole training pool (every modality present) for
-  rounds × local_epochs epochs with the client learning rate, and evaluates on
-  the test set (tff_hgb.centralized). Per-seed summaries are stored in
-  output_dir/seed_<s>/summary.json and reused when `resume`.
+  Trains on the whole training pool (every modality present unless
+  `modalities` restricts it) for rounds × local_epochs epochs with plain SGD
+  and reports test accuracy (tff_hgb.centralized). With several
+  `learning_rates`, the first seed is trained at each and the one with the
+  best validation accuracy (tff_hgb.centralized's validation split of the
+  TRAINING pool, never the test set) is used for every seed: a learning rate
+  tuned for one local epoch of FL is no choice for tens of central epochs.
+  Per-seed summaries are stored in output_dir/seed_<s>/summary.json (and the
+  choice in output_dir/tuning.json) and reused when `resume`.
   """
   try:
     from tff_hgb import centralized  # pylint: disable=g-import-not-at-top
@@ -1086,37 +1127,43 @@ def centralized_reference(config: ExperimentConfig, seeds: Sequence[int], *,
     train_pool = train_pool.with_modalities(list(modalities))
     test = test.with_modalities(list(modalities))
   epochs = config.rounds * config.local_epochs
+  learning_rates = list(learning_rates) or [config.client_learning_rate]
+  tuning_path = os.path.join(output_dir, results.TUNING_JSON)
+  chosen = learning_rates[0]
+  reusable = {}
+  if len(learning_rates) > 1:
+    record = (results.read_json(tuning_path)
+              if resume and os.path.exists(tuning_path) else None)
+    if record and record.get('learning_rates') == learning_rates and (
+        record.get('seed') == seeds[0] and record.get('epochs') == epochs):
+      chosen = record['chosen']
+    else:
+      trials = {}
+      for rate in learning_rates:
+        trials[rate] = _centralized_run(centralized, train_pool, test,
+                                        config, seeds[0], rate, epochs)
+      scores = {r: (t['validation_score'] if t['validation_score'] is not None
+                    else -1.0) for r, t in trials.items()}
+      chosen = max(learning_rates, key=lambda r: scores[r])
+      reusable[seeds[0]] = trials[chosen]
+      results.atomic_write_json(tuning_path, {
+          'learning_rates': learning_rates, 'seed': seeds[0],
+          'epochs': epochs, 'chosen': chosen,
+          'validation_score': {str(r): scores[r] for r in learning_rates},
+          'validation': 'tff_hgb.centralized validation split of the '
+                        'training pool; the test set is not used'})
+    log(f'centralized: learning rate {chosen:g} (validation)')
   summaries = []
   for seed in seeds:
     path = os.path.join(output_dir, f'seed_{seed}', results.SUMMARY_JSON)
     if resume and os.path.exists(path):
-      summaries.append(results.read_json(path))
-      continue
-    started = time.perf_counter()
-    outcome = centralized.train_centralized(
-        train_pool, test, model_config=models.ModelConfig(seed=seed),
-        epochs=epochs, batch_size=config.batch_size,
-        learning_rate=learning_rate or config.client_learning_rate,
-        seed=seed, eval_every=config.eval_every)
-    # CentralizedResult (a dataclass); a dict is accepted too.
-    get = (outcome.get if isinstance(outcome, Mapping) else
-           lambda k, d=None: getattr(outcome, k, d))
-    history = list(get('history') or [])
-    final, best = get('final_accuracy'), get('best_accuracy')
-    curve = [(int(h['epoch']), float(h[f'test/{FUSION}/accuracy']))
-             for h in history if f'test/{FUSION}/accuracy' in h]
-    epochs_to_target = next((e for e, a in curve
-                             if config.target_accuracy is not None and
-                             a >= config.target_accuracy), None)
-    summary = {'algorithm': 'centralized', 'seed': seed,
-               'modalities': train_pool.modality_names,
-               'epochs': epochs,
-               'learning_rate': learning_rate or config.client_learning_rate,
-               'final_accuracy': float(final),
-               'best_accuracy': float(best),
-               'epochs_to_target': epochs_to_target,
-               'seconds': time.perf_counter() - started,
-               'curve': curve}
+      stored = results.read_json(path)
+      if stored.get('learning_rate') == chosen and stored.get(
+          'epochs') == epochs:
+        summaries.append(stored)
+        continue
+    summary = reusable.get(seed) or _centralized_run(
+        centralized, train_pool, test, config, seed, chosen, epochs)
     results.atomic_write_json(path, summary)
     summaries.append(summary)
   finals = [s['final_accuracy'] for s in summaries]
@@ -1131,7 +1178,16 @@ def centralized_reference(config: ExperimentConfig, seeds: Sequence[int], *,
           'epochs_to_target_mean': (float(np.mean(reached)) if reached
                                     else None),
           'epochs': epochs,
+          'learning_rate': chosen,
           'modalities': train_pool.modality_names}
+
+
+def _client_learning_rate_grid(config: ExperimentConfig) -> list[float]:
+  """The client learning rates --tune tries ([] when it tunes none)."""
+  for name, values in parse_tune(config.tune):
+    if name == 'client_learning_rate':
+      return list(values)
+  return []
 
 
 def run_comparison(comparison: ComparisonConfig, *, output_dir: str,
@@ -1199,11 +1255,11 @@ def run_comparison(comparison: ComparisonConfig, *, output_dir: str,
           os.path.join(run_dir, results.METRICS_CSV))))
   central = None
   if comparison.centralized:
-    fedavg_lr = (tuned_values.get('fedavg') or {}).get('client_learning_rate')
     central = centralized_reference(
         base, comparison.seeds, output_dir=os.path.join(output_dir,
                                                         'centralized'),
-        data_cache=data_cache, resume=resume, learning_rate=fedavg_lr)
+        data_cache=data_cache, resume=resume,
+        learning_rates=_client_learning_rate_grid(base), log=log)
     if central is None:
       log('centralized reference skipped: tff_hgb.centralized is missing.')
   table = results.aggregate(
@@ -1234,9 +1290,10 @@ def run_comparison(comparison: ComparisonConfig, *, output_dir: str,
                  'out of the training pool (never the test set).')
   if central:
     notes.append(f'Centralized: the same model, fused loss, '
-                 f'{central["epochs"]} epochs on the whole training pool '
-                 '(best = test accuracy at the epoch with the best '
-                 'validation accuracy).')
+                 f'{central["epochs"]} epochs of SGD (learning rate '
+                 f'{central["learning_rate"]:g}, chosen on validation data) on '
+                 'the whole training pool; best = test accuracy at the epoch '
+                 'with the best validation accuracy.')
   notes.append(f'Wall time {seconds / 60:.1f} min.')
   markdown = results.comparison_markdown(
       table, target_accuracy=base.target_accuracy, title=title,
@@ -1274,7 +1331,7 @@ PAPER_PRESET = {
     'eval_every': 1,
     'checkpoint_every': 10,
     'target_accuracy': 0.7,
-    'tune': 'client_learning_rate:0.02,0.05,0.1',
+    'tune': 'client_learning_rate:0.1,0.2,0.4,0.8,1.6',
     'output_dir': 'results/paper',
 }
 # --quick: shows the machinery end to end in about a minute.
@@ -1352,7 +1409,8 @@ def run_paper_tables(base: ExperimentConfig, *, tables: Sequence[int],
       central[label] = centralized_reference(
           base, seeds, output_dir=os.path.join(output_dir, 'centralized',
                                                run_slug(label)),
-          data_cache=data_cache, modalities=subset, resume=True)
+          data_cache=data_cache, modalities=subset, resume=True,
+          learning_rates=_client_learning_rate_grid(base), log=log)
   markdown = results.paper_tables_markdown(
       settings, central, tables=tables, modalities=modalities,
       notes=[f'{base.dataset}: {base.num_clients} clients, {base.rounds} '
