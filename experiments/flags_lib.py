@@ -88,8 +88,14 @@ for _field in experiment.hgb_fields():
           f'HGB hyper-parameter {_field} (HGBHParams; default: the mode\'s, '
           f'{getattr(_HGB_DEFAULTS, _field)} for the paper).')
 
+for _field, _default in experiment.extra_algorithm_fields().items():
+  _define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
+             str: flags.DEFINE_string}.get(type(_default), flags.DEFINE_float)
+  _define(_field, None, f'Algorithm hyper-parameter {_field} (AlgorithmConfig; '
+          f'default {_default}).')
+
 _CONFIG_FIELDS = [f for f in experiment.ExperimentConfig.__dataclass_fields__
-                  if f not in ('algorithm', 'hgb')]
+                  if f not in ('algorithm', 'hgb', 'algorithm_options')]
 
 
 def config_from_flags(algorithm: str = '') -> experiment.ExperimentConfig:
@@ -98,7 +104,11 @@ def config_from_flags(algorithm: str = '') -> experiment.ExperimentConfig:
   hgb = tuple(sorted((f, FLAGS[f'hgb_{f}'].value)
                      for f in experiment.hgb_fields()
                      if FLAGS[f'hgb_{f}'].value is not None))
-  return experiment.ExperimentConfig(algorithm=algorithm, hgb=hgb, **values)
+  options = tuple(sorted((f, FLAGS[f].value)
+                         for f in experiment.extra_algorithm_fields()
+                         if FLAGS[f].value is not None))
+  return experiment.ExperimentConfig(algorithm=algorithm, hgb=hgb,
+                                     algorithm_options=options, **values)
 
 
 def apply_preset(preset: Mapping[str, Any]) -> None:

@@ -42,6 +42,23 @@ def test_parse_tune_values_and_grid():
       'hgb_warmup_fraction')
 
 
+def test_algorithm_options_reach_the_algorithm_config(tmp_path):
+  extra = experiment.extra_algorithm_fields()
+  assert 'client_weight_mix' in extra and 'client_learning_rate' not in extra
+  config = experiment.with_values(
+      _config(tmp_path), {'client_weight_mix': 0.25,
+                          'client_learning_rate': 0.3,
+                          'hgb_warmup_fraction': 0.75})
+  assert dict(config.algorithm_options) == {'client_weight_mix': 0.25}
+  assert dict(config.hgb) == {'warmup_fraction': 0.75}
+  built = experiment.algorithm_config(config)
+  assert built.client_weight_mix == 0.25
+  assert built.client_learning_rate == 0.3
+  assert dict(built.hgb_overrides) == {'warmup_fraction': 0.75}
+  assert experiment.parse_tune('client_weight_mix:0,0.5,1')[0][1] == [0, 0.5,
+                                                                       1]
+
+
 @pytest.mark.parametrize('spec', [
     'client_learning_rate', 'client_learning_rate:', ':0.1',
     'no_such_field:1,2', 'client_learning_rate:a,b', 'local_epochs:1.5',
@@ -63,6 +80,9 @@ def test_parse_tune_rejects(spec):
     (dict(val_fraction=1.5), 'val_fraction'),
     (dict(hgb=(('warmup_fraction', 2.0),)), 'hgb_warmup_fraction'),
     (dict(tune='client_learning_rate:-1,0.1'), 'tune'),
+    (dict(algorithm_options=(('client_weight_mix', 1.5),)),
+     'client_weight_mix'),
+    (dict(algorithm_options=(('no_such_option', 1.0),)), 'no_such_option'),
     (dict(output_dir=None), 'output_dir'),
 ])
 def test_validate_names_the_flag(tmp_path, overrides, flag):
@@ -102,6 +122,7 @@ def test_output_dir_holding_a_run(tmp_path):
 
 def test_config_round_trips_through_json(tmp_path):
   config = _config(tmp_path, hgb=(('warmup_fraction', 0.25),),
+                   algorithm_options=(('client_weight_mix', 0.5),),
                    tune='client_learning_rate:0.1,0.2')
   text = json.dumps(results.clean_for_json(config.to_dict()))
   assert experiment.ExperimentConfig.from_dict(json.loads(text)) == config
