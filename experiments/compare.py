@@ -76,11 +76,14 @@ def main(argv):
         f'unexpected arguments {" ".join(argv[1:])}'))
   flags_lib.quiet_logs()
   try:
+    flags_lib.check_runtime_flags()
     comparison = comparison_from_flags()
     experiment.validate_comparison(comparison)
     base = comparison.base
     experiment.check_output_dir(base.output_dir, comparison.to_dict(),
                                 resume=base.resume)
+    # The runtime comes before any data: --runtime=inprocess sets up devices.
+    flags_lib.start_runtime()
     cache = experiment.DataCache()
     for name in comparison.algorithms:  # Data/algorithm errors up front.
       if name == experiment.BEST_UNIMODAL:
@@ -88,12 +91,12 @@ def main(argv):
       config = dataclasses.replace(base, algorithm=name,
                                    seed=comparison.seeds[0])
       experiment.check_algorithm(config, cache.get(config))
-    with runtime.local_runtime():
-      summary = experiment.run_comparison(comparison,
-                                          output_dir=base.output_dir,
-                                          resume=base.resume)
+    summary = experiment.run_comparison(comparison,
+                                        output_dir=base.output_dir,
+                                        resume=base.resume)
   except (experiment.UsageError, dataset_lib.DataError,
-          runtime.WorkerError) as e:
+          flags_lib.RuntimeFlagError, runtime.WorkerError,
+          runtime.DeviceConfigurationError) as e:
     flags_lib.error_exit(e)
   finally:
     runtime.stop_all_workers()

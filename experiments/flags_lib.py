@@ -14,6 +14,7 @@ from absl import flags
 
 from tff_hgb import client_work
 from tff_hgb import experiment
+from tff_hgb.runtime import configure as runtime_configure
 
 FLAGS = flags.FLAGS
 _DEFAULTS = experiment.ExperimentConfig()
@@ -116,6 +117,33 @@ def apply_preset(preset: Mapping[str, Any]) -> None:
   for name, value in preset.items():
     if not FLAGS[name].present:
       FLAGS[name].value = value
+
+
+# --runtime, --devices, --workers, --local_workers, ... (tff_hgb/runtime).
+runtime_configure.define_runtime_flags()
+
+
+class RuntimeFlagError(ValueError):
+  """A bad runtime flag; the message names it."""
+
+
+def check_runtime_flags() -> None:
+  """Validates the runtime flags before any heavy work (no side effects)."""
+  try:
+    runtime_configure.validate_runtime_flags(
+        **runtime_configure.runtime_kwargs_from_flags())
+  except ValueError as e:
+    raise RuntimeFlagError(str(e)) from None
+
+
+def start_runtime() -> str:
+  """Installs the execution context the runtime flags ask for.
+
+  Call before building data for --runtime=inprocess (its devices must be set
+  up before TensorFlow initialises them). Workers it starts are stopped by
+  `tff_hgb.runtime.stop_all_workers()`.
+  """
+  return runtime_configure.configure_runtime_from_flags()
 
 
 def error_exit(error: Exception) -> None:

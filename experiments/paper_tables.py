@@ -33,6 +33,7 @@ def main(argv):
         f'unexpected arguments {" ".join(argv[1:])}'))
   flags_lib.quiet_logs()
   try:
+    flags_lib.check_runtime_flags()
     preset = dict(experiment.PAPER_PRESET)
     if FLAGS.quick:
       preset.update(experiment.PAPER_QUICK)
@@ -51,11 +52,12 @@ def main(argv):
     base = flags_lib.config_from_flags('fedavg')
     experiment.validate(base)
     seeds = tuple(range(base.seed, base.seed + seeds_count))
-    with runtime.local_runtime():
-      outcome = experiment.run_paper_tables(base, tables=tables, seeds=seeds,
-                                            output_dir=base.output_dir)
+    flags_lib.start_runtime()
+    outcome = experiment.run_paper_tables(base, tables=tables, seeds=seeds,
+                                          output_dir=base.output_dir)
   except (experiment.UsageError, dataset_lib.DataError,
-          runtime.WorkerError) as e:
+          flags_lib.RuntimeFlagError, runtime.WorkerError,
+          runtime.DeviceConfigurationError) as e:
     flags_lib.error_exit(e)
   finally:
     runtime.stop_all_workers()

@@ -31,14 +31,17 @@ def main(argv):
   flags_lib.quiet_logs()
   config = flags_lib.config_from_flags(FLAGS.algorithm)
   try:
+    flags_lib.check_runtime_flags()
     experiment.validate(config)
     experiment.check_output_dir(config.output_dir, config.to_dict(),
                                 resume=config.resume)
-    experiment.DataCache().get(config)  # Data errors before the runtime.
-    with runtime.local_runtime():
-      summary = experiment.run_experiment(config)
+    # The runtime comes before any data: --runtime=inprocess sets up devices.
+    flags_lib.start_runtime()
+    experiment.DataCache().get(config)
+    summary = experiment.run_experiment(config)
   except (experiment.UsageError, dataset_lib.DataError,
-          runtime.WorkerError) as e:
+          flags_lib.RuntimeFlagError, runtime.WorkerError,
+          runtime.DeviceConfigurationError) as e:
     flags_lib.error_exit(e)
   except OSError as e:  # E.g. disk full or a file size limit mid-run.
     flags_lib.error_exit(OSError(
