@@ -78,6 +78,21 @@ VALIDATION_PREFIX = 'validation'
 _NON_SEMANTIC_FIELDS = ('output_dir', 'resume', 'progress')
 
 
+
+def _run_coroutine(coroutine):
+  """Runs a TFF program-manager coroutine to completion.
+
+  Not `asyncio.run`: that leaves the main thread without a current event loop,
+  and TFF's own `tff.simulation.run_training_process` (which a user may call
+  after us, in the same process) needs `asyncio.get_event_loop()` to work.
+  """
+  loop = asyncio.new_event_loop()
+  try:
+    return loop.run_until_complete(coroutine)
+  finally:
+    loop.close()
+
+
 class UsageError(ValueError):
   """A bad flag or configuration; str() is '--<flag>: <what is wrong>'."""
 
@@ -672,11 +687,11 @@ def _state_structure(algorithm):
 
 def _load_state(manager, algorithm):
   """(state, round) of the newest readable checkpoint, or (None, 0)."""
-  versions = asyncio.run(manager.get_versions()) or []
+  versions = _run_coroutine(manager.get_versions()) or []
   structure = _state_structure(algorithm)
   for version in sorted(versions, reverse=True):
     try:
-      loaded = asyncio.run(manager.load(version, structure))
+      loaded = _run_coroutine(manager.load(version, structure))
     except Exception:  # pylint: disable=broad-except
       continue  # A damaged state: fall back to the one before.
     state = tf.nest.pack_sequence_as(structure['state'],
@@ -770,7 +785,7 @@ def train(config: ExperimentConfig, data: ExperimentData,
         writer.append(row)
         if (round_num % config.checkpoint_every == 0 or
             round_num == config.rounds):
-          asyncio.run(manager.save(
+          _run_coroutine(manager.save(
               collections.OrderedDict(state=state, round_num=round_num),
               round_num))
       progress.update(postfix)
