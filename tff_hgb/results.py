@@ -608,11 +608,12 @@ def paper_tables_markdown(settings: Mapping[str, Mapping[str, Any]],
                 '| algorithm | ours top-1 | rounds to target | ΔCR | ' +
                 ' | '.join(f'paper {d}' for d in datasets) + ' |',
                 '|---|---|---|---|' + '---|' * len(datasets)]
-      names = ['fedavg', 'fedattn', 'fednova', 'hgb']
+      names = ['fedavg', 'fedattn', 'fednova', 'hgb_paper']
       names += [n for n in table if n.startswith('uni:')]
       for name in names:
         row = table.get(name)
-        key = 'uni' if name.startswith('uni:') else name
+        key = ('uni' if name.startswith('uni:') else
+               'hgb' if name == 'hgb_paper' else name)
         delta = _delta_cr_cell(row) if row else ''
         lines.append(f'| `{name}` | {_cell(row)} | {_rounds_cell(row)} | '
                      f'{delta} | ' + ' | '.join(
@@ -622,14 +623,14 @@ def paper_tables_markdown(settings: Mapping[str, Mapping[str, Any]],
     lines += ['## Table III — ablation: M-GB vs C-GB (and both = HGB)', '',
               PAPER_TABLE_III_NOTE, '',
               '| setting | M-GB top-1 | M-GB rounds | C-GB top-1 | C-GB rounds '
-              '| HGB top-1 | HGB rounds |', '|---|---|---|---|---|---|---|']
+              '| HGB (`hgb_paper`) top-1 | HGB rounds |', '|---|---|---|---|---|---|---|']
     for scheme in ('case_a', '1m_b', '2m_b', 'mixed_b', 'case_c'):
       summary = settings.get(scheme)
       if not summary:
         continue
       table = summary.get('algorithms', {})
       cells = []
-      for name in ('m_gb', 'c_gb', 'hgb'):
+      for name in ('m_gb', 'c_gb', 'hgb_paper'):
         cells += [_cell(table.get(name)), _rounds_cell(table.get(name))]
       lines.append(f'| {scheme} | ' + ' | '.join(cells) + ' |')
     lines.append('')
