@@ -172,3 +172,135 @@ def test_natural_clients_of_watch(pool):
                                          shuffle_seed=0)['train']))
   assert batch['x']['gyro'].shape == (4, 100, 3)
   assert batch['mask']['gyro'].dtype == tf.float32
+
+
+# ---- The shared validation set (ALGORITHM.md §5b, validation = 'shared'). ----
+
+
+@pytest.fixture(scope='module')
+def mixed_b(pool):
+  # Clients hold {audio}, {accel}, {audio, accel} in turn; 114 local val
+  # examples in all, covering all 7 labels.
+  return client_data.FederatedData(
+      pool, partition.make_partition(pool, 'mixed_b', num_clients=6, seed=1),
+      shared_validation_examples=40, shared_validation_seed=5)
+
+
+def _local_val_union(data):
+  return np.concatenate([c.val_indices for c in data.partition.clients])
+
+
+def _shared_val(data, cid, batch_size=16):
+  return _collect(data.client_datasets(
+      cid, batch_size=batch_size, shuffle_seed=0,
+      validation=client_data.SHARED_VALIDATION)['val'])
+
+
+def test_shared_val_is_the_same_examples_masked_per_client(mixed_b, pool):
+  assert client_data.VALIDATION_SOURCES == ('local', 'shared')
+  by_modalities = {c.modalities: c.client_id for c in mixed_b.partition.clients}
+  audio_only = by_modalities[('audio',)]
+  accel_only = by_modalities[('accel',)]
+  both = by_modalities[('audio', 'accel')]
+  assert mixed_b.num_shared_val_examples == 40
+  indices = mixed_b.shared_validation_indices
+  audio, accel, full = (_shared_val(mixed_b, audio_only),
+                        _shared_val(mixed_b, accel_only),
+                        _shared_val(mixed_b, both))
+  for got in (audio, accel, full):
+    assert len(got['y']) == 40
+    np.testing.assert_array_equal(got['y'], pool.labels[indices])
+  # The same features for a modality both clients hold: the pool's own.
+  np.testing.assert_array_equal(audio['x']['audio'],
+                                pool.features['audio'][indices])
+  np.testing.assert_array_equal(full['x']['audio'], audio['x']['audio'])
+  np.testing.assert_array_equal(full['x']['accel'], accel['x']['accel'])
+  assert full['mask']['audio'].all() and full['mask']['accel'].all()
+  # A modality the client lacks: zero-filled, mask 0.
+  assert not audio['mask']['accel'].any() and not audio['x']['accel'].any()
+  assert not accel['mask']['audio'].any() and not accel['x']['audio'].any()
+  assert audio['mask']['audio'].all()
+  # train and probe are unchanged; val differs from the local one.
+  local = mixed_b.client_datasets(both, batch_size=16, shuffle_seed=0)
+  shared = mixed_b.client_datasets(both, batch_size=16, shuffle_seed=0,
+                                   validation='shared')
+  for part in ('train', 'probe'):
+    np.testing.assert_array_equal(_collect(shared[part])['y'],
+                                  _collect(local[part])['y'])
+  assert len(_collect(local['val'])['y']) == mixed_b.num_val_examples(both)
+  # Its size is min(N, total local validation examples).
+  everything = client_data.FederatedData(
+      pool, mixed_b.partition, shared_validation_examples=10_000)
+  assert everything.num_shared_val_examples == len(_local_val_union(mixed_b))
+  assert len(_shared_val(everything, both)['y']) == len(
+      _local_val_union(mixed_b))
+
+
+def test_shared_val_is_held_out_stratified_and_seeded(mixed_b, pool):
+  indices = mixed_b.shared_validation_indices
+  union = _local_val_union(mixed_b)
+  training = np.concatenate([c.train_indices
+                             for c in mixed_b.partition.clients])
+  assert len(np.unique(indices)) == len(indices)
+  assert np.isin(indices, union).all()
+  assert not np.isin(indices, training).any()
+  # Stratified: every label of the union appears, in proportion to its count.
+  union_counts = np.bincount(pool.labels[union], minlength=pool.num_classes)
+  counts = np.bincount(pool.labels[indices], minlength=pool.num_classes)
+  assert set(np.flatnonzero(counts)) == set(np.flatnonzero(union_counts))
+  assert (np.abs(counts - 40 * union_counts / len(union)) <= 1.5).all()
+  seven = client_data.FederatedData(pool, mixed_b.partition,
+                                    shared_validation_examples=7)
+  assert sorted(pool.labels[seven.shared_validation_indices].tolist()) == list(
+      range(7))
+  # Deterministic for a seed, different for another.
+  again = client_data.FederatedData(pool, mixed_b.partition,
+                                    shared_validation_examples=40,
+                                    shared_validation_seed=5)
+  np.testing.assert_array_equal(again.shared_validation_indices, indices)
+  np.testing.assert_array_equal(
+      _shared_val(again, again.client_ids[0])['x']['audio'],
+      _shared_val(mixed_b, mixed_b.client_ids[0])['x']['audio'])
+  other = client_data.FederatedData(pool, mixed_b.partition,
+                                    shared_validation_examples=40,
+                                    shared_validation_seed=6)
+  assert not np.array_equal(other.shared_validation_indices, indices)
+  np.testing.assert_array_equal(
+      np.bincount(pool.labels[other.shared_validation_indices],
+                  minlength=pool.num_classes), counts)
+
+
+def test_shared_val_has_the_local_element_spec(mixed_b):
+  for cid in mixed_b.client_ids[:3]:
+    local = mixed_b.client_datasets(cid, batch_size=8, shuffle_seed=0)
+    shared = mixed_b.client_datasets(cid, batch_size=8, shuffle_seed=0,
+                                     validation=client_data.SHARED_VALIDATION)
+    assert list(shared) == list(local)
+    assert tf.nest.map_structure(lambda d: d.element_spec, shared) == (
+        tf.nest.map_structure(lambda d: d.element_spec, local))
+    assert shared['val'].element_spec == local['val'].element_spec
+
+
+def test_shared_val_settings_survive_uni_modal_views(mixed_b, pool):
+  view = mixed_b.uni_modal('accel')
+  assert (view.shared_validation_examples,
+          view.shared_validation_seed) == (40, 5)
+  indices = view.shared_validation_indices
+  assert np.isin(indices, _local_val_union(view)).all()
+  got = _shared_val(view, view.client_ids[0])
+  assert list(got['x']) == ['accel'] and got['mask']['accel'].all()
+  np.testing.assert_array_equal(got['x']['accel'],
+                                pool.features['accel'][indices])
+
+
+def test_shared_val_errors_name_the_problem(mixed_b, pool):
+  cid = mixed_b.client_ids[0]
+  with pytest.raises(ValueError, match=r"'global'.*'local', 'shared'"):
+    mixed_b.client_datasets(cid, batch_size=4, shuffle_seed=0,
+                            validation='global')
+  with pytest.raises(dataset.DataError, match='shared_validation_examples'):
+    client_data.FederatedData(pool, mixed_b.partition,
+                              shared_validation_examples=0)
+  with pytest.raises(dataset.DataError, match='shared_validation_seed'):
+    client_data.FederatedData(pool, mixed_b.partition,
+                              shared_validation_seed=-1)

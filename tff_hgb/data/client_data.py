@@ -7,11 +7,26 @@
   with `ClientData.from_clients_and_tf_fn`, so `dataset_computation` works too.
 * `client_datasets(cid, ...)`: THE one place that batches and shuffles a
   client's data for an algorithm: `OrderedDict(train, val, probe)`.
+  `validation=LOCAL_VALIDATION` (default) makes `val` the client's own local
+  validation part; `validation=SHARED_VALIDATION` makes it the client's view of
+  the shared validation set (below).
 * `train_dataset(cid, ...)`: one dataset of `local_epochs` passes, for
   baselines (e.g. TFF's FedAvg) that take a single dataset.
 
 A client's presence of a modality is the pool's presence times its partition
 presence; an absent modality is zero-filled and masked.
+
+The shared validation set (ALGORITHM.md §5b, `validation_source = shared`)
+simulates a small IID validation set held by the server and sent to every
+client, as the paper authors' prototype did: a stratified-by-label, seeded
+sample of `min(shared_validation_examples, total)` examples drawn from the
+union of ALL clients' local validation parts. Those are examples no client
+trains on, so the set is held out from the training pool; but it pools data
+of several clients, so it is a simulation device and NOT private. Every
+example keeps the pool's own presence; a client sees it restricted to the
+modalities it holds (the others zero-filled and masked). It is built lazily,
+once, as one table with a slice per distinct modality set, not one copy per
+client.
 
 Every client's examples are kept as slices of constant tensors (one table for
 training parts, one for validation parts), so a client's dataset is a slice,
@@ -33,6 +48,11 @@ from tff_hgb.data import dataset
 from tff_hgb.data import partition as partition_lib
 
 DataError = dataset.DataError
+
+# Where `client_datasets` takes a client's `val` from (ALGORITHM.md §5b).
+LOCAL_VALIDATION = 'local'
+SHARED_VALIDATION = 'shared'
+VALIDATION_SOURCES = (LOCAL_VALIDATION, SHARED_VALIDATION)
 
 
 class _ClientExampleTable:
@@ -103,10 +123,30 @@ class _ClientExampleTable:
 
 
 class FederatedData:
-  """A training pool split into clients by a `Partition`."""
+  """A training pool split into clients by a `Partition`.
+
+  Args:
+    train_pool: the training pool the partition indexes.
+    partition: its division into clients.
+    shared_validation_examples: size N of the shared validation set (see the
+      module docstring); it holds min(N, total local validation examples).
+    shared_validation_seed: seed (>= 0) of the shared set's stratified sample.
+  """
 
   def __init__(self, train_pool: dataset.MultiModalDataset,
-               partition: partition_lib.Partition):
+               partition: partition_lib.Partition, *,
+               shared_validation_examples: int = 256,
+               shared_validation_seed: int = 0):
+    if (isinstance(shared_validation_examples, bool) or
+        not isinstance(shared_validation_examples, (int, np.integer)) or
+        shared_validation_examples < 1):
+      raise DataError(f'shared_validation_examples must be an integer >= 1, '
+                      f'got {shared_validation_examples!r}.')
+    if (isinstance(shared_validation_seed, bool) or
+        not isinstance(shared_validation_seed, (int, np.integer)) or
+        shared_validation_seed < 0):
+      raise DataError(f'shared_validation_seed must be an integer >= 0, got '
+                      f'{shared_validation_seed!r}.')
     if len(train_pool) != partition.num_examples:
       raise DataError(
           f'Partition {partition.scheme} is of {partition.num_examples} '
@@ -120,6 +160,10 @@ class FederatedData:
       raise DataError(f'Partition {partition.scheme} has no clients.')
     self._pool = train_pool
     self._partition = partition
+    self._shared_validation_examples = int(shared_validation_examples)
+    self._shared_validation_seed = int(shared_validation_seed)
+    self._shared_indices = None  # Built on first use.
+    self._shared_table = None
     self._clients = {c.client_id: c for c in partition.clients}
     self._train = _ClientExampleTable(train_pool, [
         (c.client_id, c.train_indices, c.train_presence())
@@ -169,10 +213,44 @@ class FederatedData:
   def client_modalities(self, client_id: str) -> tuple[str, ...]:
     return self._check(client_id).modalities
 
+  @property
+  def shared_validation_examples(self) -> int:
+    """The requested size N of the shared validation set."""
+    return self._shared_validation_examples
+
+  @property
+  def shared_validation_seed(self) -> int:
+    return self._shared_validation_seed
+
+  @property
+  def shared_validation_indices(self) -> np.ndarray:
+    """Pool indices of the shared validation set, ascending (a copy).
+
+    A stratified-by-label sample, seeded by `shared_validation_seed`, of
+    min(shared_validation_examples, total) of all clients' local validation
+    examples: each label gets one example if there are at least as many
+    examples to draw as labels, the rest in proportion to the labels' counts
+    (largest remainders).
+    """
+    if self._shared_indices is None:
+      self._shared_indices = _stratified_sample(
+          np.sort(np.concatenate(
+              [c.val_indices for c in self._partition.clients]
+          ).astype(np.int64)),
+          self._pool.labels, self._shared_validation_examples,
+          np.random.default_rng(self._shared_validation_seed))
+    return self._shared_indices.copy()
+
+  @property
+  def num_shared_val_examples(self) -> int:
+    """Examples in the shared validation set (every client gets all of them)."""
+    return len(self.shared_validation_indices)
+
   # ---- Batched datasets for algorithms. ----
 
   def client_datasets(self, client_id: str, *, batch_size: int,
-                      shuffle_seed: int, local_epochs: int = 1
+                      shuffle_seed: int, local_epochs: int = 1,
+                      validation: str = LOCAL_VALIDATION
                       ) -> collections.OrderedDict:
     """One client's batched data for an algorithm's local round.
 
@@ -183,24 +261,37 @@ class FederatedData:
       local_epochs: validated only: the client work makes its `local_epochs`
         passes over `train` itself, because it measures the model between
         passes (ALGORITHM.md §4); `train` is therefore not repeated.
+      validation: one of VALIDATION_SOURCES (ALGORITHM.md §5b): LOCAL_VALIDATION
+        takes `val` from the client's local validation part;
+        SHARED_VALIDATION from the shared validation set (a simulated
+        server-held IID set pooled from all clients' validation parts, not
+        private; see the module docstring) restricted to the client's
+        modalities. The element structure is the same either way.
 
     Returns:
       OrderedDict(
         train=training part, shuffled (seeded, reshuffled on every pass),
-        val=validation part in fixed order,
-        probe=the first len(val) training examples in fixed partition order,
-          a fixed subset for measuring training losses).
+        val=validation part (local or shared) in fixed order,
+        probe=the first len(local validation part) training examples in fixed
+          partition order, a fixed subset for measuring training losses).
     """
+    if validation not in VALIDATION_SOURCES:
+      raise ValueError(f'Unknown validation source {validation!r}; allowed: '
+                       f'{", ".join(map(repr, VALIDATION_SOURCES))}.')
     self._check_batching(batch_size, local_epochs)
     train = self.train_client_data.create_tf_dataset_for_client(
         self._check(client_id).client_id)
     num_train = self.num_train_examples(client_id)
     num_val = self.num_val_examples(client_id)
+    if validation == SHARED_VALIDATION:
+      val = self._shared_validation_table().dataset_fn(
+          self._modality_set_key(client_id))
+    else:
+      val = self.val_client_data.create_tf_dataset_for_client(client_id)
     return collections.OrderedDict(
         train=train.shuffle(max(num_train, 1), seed=shuffle_seed,
                             reshuffle_each_iteration=True).batch(batch_size),
-        val=self.val_client_data.create_tf_dataset_for_client(
-            client_id).batch(batch_size),
+        val=val.batch(batch_size),
         # Its own slice rather than train.take(...): a serialized dataset
         # then carries |V_k| examples instead of the whole training part.
         probe=self._train.dataset_fn(client_id, limit=num_val).batch(
@@ -265,9 +356,29 @@ class FederatedData:
         modality_names=(modality,),
         num_examples=self._partition.num_examples,
         params=dict(self._partition.params))
-    return FederatedData(self._pool.with_modalities([modality]), view)
+    return FederatedData(
+        self._pool.with_modalities([modality]), view,
+        shared_validation_examples=self._shared_validation_examples,
+        shared_validation_seed=self._shared_validation_seed)
 
   # ---- Helpers. ----
+
+  def _modality_set_key(self, client_id: str) -> str:
+    """The client's modalities in pool order, e.g. 'audio+accel'."""
+    held = set(self.client_modalities(client_id))
+    return '+'.join(m for m in self._pool.modality_names if m in held)
+
+  def _shared_validation_table(self) -> _ClientExampleTable:
+    """The shared set once per distinct modality set (built on first use)."""
+    if self._shared_table is None:
+      indices = self.shared_validation_indices
+      keys = dict.fromkeys(self._modality_set_key(c) for c in self.client_ids)
+      self._shared_table = _ClientExampleTable(self._pool, [
+          (key, indices,
+           {m: np.full(len(indices), float(m in key.split('+')), np.float32)
+            for m in self._pool.modality_names})
+          for key in keys])
+    return self._shared_table
 
   def _check(self, client_id: str) -> partition_lib.ClientPartition:
     if client_id not in self._clients:
@@ -282,3 +393,34 @@ class FederatedData:
       raise DataError(f'batch_size must be >= 1, got {batch_size}.')
     if local_epochs < 1:
       raise DataError(f'local_epochs must be >= 1, got {local_epochs}.')
+
+
+def _stratified_sample(candidates: np.ndarray, labels: np.ndarray, size: int,
+                       rng: np.random.Generator) -> np.ndarray:
+  """min(size, len(candidates)) of `candidates`, stratified by label; sorted.
+
+  Each label gets one example when there are at least as many to draw as
+  labels; the rest are shared in proportion to what each label has left
+  (largest remainders, ties to the smaller label).
+  """
+  size = min(size, len(candidates))
+  if size == 0:
+    return np.zeros(0, np.int64)
+  classes, counts = np.unique(labels[candidates], return_counts=True)
+  allocation = np.zeros(len(classes), np.int64)
+  if size >= len(classes):
+    allocation += 1
+  capacity = counts - allocation
+  remaining = size - int(allocation.sum())
+  if remaining:
+    quota = remaining * capacity / capacity.sum()
+    extra = np.floor(quota).astype(np.int64)
+    # Only labels with a fractional quota get one more, so none exceeds its
+    # capacity.
+    order = np.argsort(-(quota - extra), kind='stable')
+    extra[order[:remaining - int(extra.sum())]] += 1
+    allocation += extra
+  chosen = [rng.choice(candidates[labels[candidates] == label], n,
+                       replace=False)
+            for label, n in zip(classes, allocation)]
+  return np.sort(np.concatenate(chosen)).astype(np.int64)
