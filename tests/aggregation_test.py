@@ -111,3 +111,72 @@ def test_hgb_process_with_modality_aware_and_mixed_weights_runs():
     hgb.build_hgb_process(
         model_fn, client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.1),
         modality_aware=True, model_aggregator=tff.aggregators.MeanFactory())
+
+
+# ---- Capped shares (max_client_share). ----
+
+
+def _reference_capped_shares(weights, cap):
+  """Exact water-filling in NumPy: shares ≤ cap, the rest keep proportions."""
+  weights = np.asarray(weights, np.float64)
+  capped = np.zeros(len(weights), bool)
+  while True:
+    free = weights[~capped].sum()
+    room = 1.0 - cap * capped.sum()
+    shares = np.where(capped, cap, weights * room / free)
+    over = (shares > cap + 1e-12) & ~capped
+    if not over.any():
+      return shares
+    capped |= over
+
+
+def _capped_mean(factory, weights):
+  process = factory.create(tff.TensorType(np.float32, [3]),
+                           tff.TensorType(np.float32))
+  values = [np.array([k, 1.0, -k], np.float32) for k in range(len(weights))]
+  out = process.next(process.initialize(), values,
+                     [np.float32(w) for w in weights])
+  return np.asarray(out.result), out.measurements, np.stack(values)
+
+
+@pytest.mark.parametrize('weights,cap', [
+    ([100.0, 1.0, 1.0, 1.0, 2.0], 0.3),   # one dominant client
+    ([50.0, 40.0, 1.0, 2.0, 3.0, 4.0], 0.25),  # two, found in two passes
+    ([1.0, 2.0, 3.0, 4.0], 0.5),           # already under the cap
+    ([5.0, 5.0, 5.0, 5.0], 0.25),          # at the cap exactly
+])
+def test_capped_mean_matches_exact_water_filling(weights, cap):
+  result, measurements, values = _capped_mean(
+      aggregation.CappedMeanFactory(cap), weights)
+  shares = _reference_capped_shares(weights, cap)
+  assert shares.max() <= cap + 1e-9
+  np.testing.assert_allclose(result, shares @ values, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(measurements['max_share'], cap, rtol=1e-6)
+
+
+def test_cap_relative_to_uniform_share_uses_the_rounds_client_count():
+  weights = [100.0, 1.0, 1.0, 1.0, 2.0, 3.0, 1.0, 1.0]
+  result, measurements, values = _capped_mean(
+      aggregation.CappedMeanFactory(max_share_over_uniform=2.0), weights)
+  np.testing.assert_allclose(measurements['max_share'], 2.0 / 8, rtol=1e-6)
+  assert measurements['capped_clients'] == 1.0
+  shares = _reference_capped_shares(weights, 2.0 / 8)
+  np.testing.assert_allclose(result, shares @ values, rtol=1e-5, atol=1e-5)
+  uncapped = np.asarray(weights) / np.sum(weights)
+  assert not np.allclose(result, uncapped @ values, atol=1e-2)
+
+
+def test_infeasible_cap_leaves_capped_clients_equal():
+  # 3 clients cannot all stay under 0.2: the best is equal shares.
+  result, _, values = _capped_mean(aggregation.CappedMeanFactory(0.2),
+                                   [9.0, 3.0, 1.0])
+  np.testing.assert_allclose(result, values.mean(axis=0), rtol=1e-5)
+
+
+def test_capped_mean_bad_arguments():
+  with pytest.raises(ValueError, match='exactly one'):
+    aggregation.CappedMeanFactory()
+  with pytest.raises(ValueError, match='max_share must'):
+    aggregation.CappedMeanFactory(1.5)
+  with pytest.raises(ValueError, match='max_share_over_uniform'):
+    aggregation.CappedMeanFactory(max_share_over_uniform=0.5)

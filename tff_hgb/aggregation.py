@@ -121,3 +121,145 @@ def build_structured_mean(
         measurements=tff.federated_value((), tff.SERVER))
 
   return tff.templates.AggregationProcess(init_fn, next_fn)
+
+
+# ---------------------------------------------------------------------------
+# Capping any client's share of the mean (§5b `max_client_share`).
+# ---------------------------------------------------------------------------
+
+# Water-filling passes: exact whenever at most this many minus one clients
+# exceed the cap (each pass finds at least one more such client, or stops).
+DEFAULT_CAP_PASSES = 6
+
+
+def water_filling_step(threshold, weighted_below, count_at_or_above,
+                       max_share):
+  """Plain TF: the next threshold t of the cap's water-filling.
+
+  With capped weights min(w_k, t), a share t/Σ_k min(w_k, t) equal to the cap c
+  for every capped client needs t = c·U/(1 − c·|C|), U the sum of the weights
+  below t and |C| the number at or above it. Starting from t = ∞, t only falls
+  and the capped set only grows, so it converges in at most K steps. A step
+  that would make t non-positive (c·|C| ≥ 1: the cap cannot be met, e.g.
+  c < 1/K) keeps t, which leaves the capped clients equal.
+  """
+  denominator = 1.0 - max_share * count_at_or_above
+  proposed = tf.math.divide_no_nan(max_share * weighted_below, denominator)
+  return tf.where((denominator > 0.0) & (proposed > 0.0), proposed, threshold)
+
+
+class CappedMeanFactory(tff.aggregators.WeightedAggregationFactory):
+  """A weighted mean in which no client's share exceeds a cap (§5b).
+
+  Weights w_k become min(w_k, t), with t found by water-filling so that every
+  capped client has share exactly `max_share` (when that is feasible) and the
+  others keep their relative weights; the capped weights then go to `inner`
+  (default `tff.aggregators.MeanFactory()`), so the result is a mean of the
+  values with shares ≤ max_share.
+
+  The cap needs the round's total weight before any client's weight is known,
+  so each water-filling pass is a `federated_sum` followed by a
+  `federated_broadcast` of the new threshold: the aggregation depends on an
+  earlier aggregation. TFF's single-machine contexts run this; a context that
+  splits one round's clients across worker machines cannot (use λ-mixing or
+  tempering there, which are single sums).
+
+  The process's `next` has type
+    (<inner_state@SERVER, value@CLIENTS, float32@CLIENTS> ->
+     <state=inner_state@SERVER, result=value@SERVER,
+      measurements=<mean=inner_measurements, capped_clients=float32,
+                    max_share=float32>@SERVER>).
+  """
+
+  def __init__(self, max_share: Optional[float] = None, *,
+               max_share_over_uniform: Optional[float] = None,
+               inner: Optional[tff.aggregators.WeightedAggregationFactory] = None,
+               passes: int = DEFAULT_CAP_PASSES):
+    """Either an absolute cap or one relative to the uniform share 1/K.
+
+    Args:
+      max_share: the cap c ∈ (0, 1] on any client's share.
+      max_share_over_uniform: the cap as a multiple r ≥ 1 of 1/K, K the
+        round's number of clients (c = r/K; r = 2 is the 2/K of ALGORITHM.md
+        §5b whatever the clients per round).
+      inner: the weighted aggregation receiving the capped weights.
+      passes: water-filling passes (≥ 1).
+    """
+    if (max_share is None) == (max_share_over_uniform is None):
+      raise ValueError('give exactly one of max_share and '
+                       'max_share_over_uniform.')
+    if max_share is not None and not 0.0 < max_share <= 1.0:
+      raise ValueError(f'max_share must lie in (0, 1], got {max_share}.')
+    if max_share_over_uniform is not None and max_share_over_uniform < 1.0:
+      raise ValueError('max_share_over_uniform must be ≥ 1 (a cap below the '
+                       f'uniform share 1/K), got {max_share_over_uniform}.')
+    if passes < 1:
+      raise ValueError(f'passes must be ≥ 1, got {passes}.')
+    if inner is not None and not isinstance(
+        inner, tff.aggregators.WeightedAggregationFactory):
+      raise TypeError('inner must be a WeightedAggregationFactory, got '
+                      f'{type(inner).__name__}.')
+    self._max_share = max_share
+    self._over_uniform = max_share_over_uniform
+    self._inner = inner or tff.aggregators.MeanFactory()
+    self._passes = passes
+
+  def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
+    inner = self._inner.create(value_type, weight_type)
+    weight_dtype = weight_type.dtype.type
+    absolute, over_uniform = self._max_share, self._over_uniform
+
+    @tff.tensorflow.computation(weight_type, weight_type)
+    def below_stats(weight, threshold):
+      below = tf.cast(weight < threshold, weight.dtype)
+      return collections.OrderedDict(
+          weighted_below=weight * below, at_or_above=1.0 - below,
+          clients=tf.ones_like(weight))
+
+    stats_type = below_stats.type_signature.result
+
+    @tff.tensorflow.computation(stats_type)
+    def cap_of(stats):
+      if absolute is not None:
+        return tf.constant(absolute, weight_dtype)
+      return tf.cast(over_uniform, weight_dtype) / tf.maximum(
+          stats['clients'], 1.0)
+
+    @tff.tensorflow.computation(weight_type, stats_type, weight_type)
+    def step(threshold, stats, cap):
+      return water_filling_step(threshold, stats['weighted_below'],
+                                stats['at_or_above'], cap)
+
+    @tff.tensorflow.computation(stats_type)
+    def at_or_above(stats):
+      return stats['at_or_above']
+
+    @tff.tensorflow.computation(weight_type, weight_type)
+    def capped(weight, threshold):
+      return tf.minimum(weight, threshold)
+
+    @tff.federated_computation(inner.initialize.type_signature.result,
+                               tff.FederatedType(value_type, tff.CLIENTS),
+                               tff.FederatedType(weight_type, tff.CLIENTS))
+    def next_fn(state, value, weight):
+      threshold = tff.federated_value(np.finfo(weight_dtype).max, tff.SERVER)
+      cap = None
+      for _ in range(self._passes):
+        stats = tff.federated_sum(tff.federated_map(
+            below_stats, (weight, tff.federated_broadcast(threshold))))
+        if cap is None:
+          cap = tff.federated_map(cap_of, stats)  # t = ∞: every client below.
+        threshold = tff.federated_map(step, (threshold, stats, cap))
+      capped_weight = tff.federated_map(
+          capped, (weight, tff.federated_broadcast(threshold)))
+      final = tff.federated_sum(tff.federated_map(
+          below_stats, (weight, tff.federated_broadcast(threshold))))
+      output = inner.next(state, value, capped_weight)
+      measurements = tff.federated_zip(collections.OrderedDict(
+          mean=output.measurements,
+          capped_clients=tff.federated_map(at_or_above, final),
+          max_share=cap))
+      return tff.templates.MeasuredProcessOutput(
+          state=output.state, result=output.result, measurements=measurements)
+
+    return tff.templates.AggregationProcess(inner.initialize, next_fn)
