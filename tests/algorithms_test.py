@@ -1,5 +1,7 @@
 """The registry: every entry builds and trains on real data, evaluated alike."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -68,3 +70,52 @@ def test_unknown_algorithm_is_named(basicmotions):
     algorithms.build_algorithm('fedsgd', federated, CONFIG)
   with pytest.raises(ValueError, match='uni:audio'):
     algorithms.build_algorithm('uni:audio', federated, CONFIG)
+
+
+def _one_round(algorithm):
+  state = algorithm.process.initialize()
+  data = [algorithm.client_data(cid, 0) for cid in algorithm.client_ids]
+  return algorithm.process.next(state, data)
+
+
+def test_fedavg_capped_caps_at_two_over_k_by_default(basicmotions):
+  federated, _ = basicmotions
+  output = _one_round(algorithms.build_algorithm('fedavg_capped', federated,
+                                                 CONFIG))
+  aggregator = output.metrics['aggregator']
+  k = len(federated.client_ids)
+  np.testing.assert_allclose(aggregator['max_share'], min(1.0, 2.0 / k),
+                             rtol=1e-6)
+
+
+def test_hgb_max_client_share_reaches_the_aggregation(basicmotions):
+  federated, _ = basicmotions
+  config = dataclasses.replace(CONFIG, max_client_share=0.4)
+  output = _one_round(algorithms.build_algorithm('hgb', federated, config))
+  np.testing.assert_allclose(output.metrics['aggregator']['max_share'], 0.4,
+                             rtol=1e-6)
+  # The literal modes ignore the switch (they are the paper's algorithm).
+  paper = _one_round(algorithms.build_algorithm('hgb_paper', federated,
+                                                config))
+  assert 'max_share' not in paper.metrics['aggregator']
+
+
+def test_hgb_shared_validation_sends_the_shared_set(basicmotions):
+  federated, _ = basicmotions
+  config = dataclasses.replace(CONFIG, validation_source='shared')
+  algorithm = algorithms.build_algorithm('hgb', federated, config)
+  cid = algorithm.client_ids[0]
+  shared = algorithm.client_data(cid, 0)['val']
+  assert sum(int(b['y'].shape[0]) for b in shared) == (
+      federated.num_shared_val_examples)
+  assert federated.num_shared_val_examples > federated.num_val_examples(cid)
+  output = _one_round(algorithm)
+  weights = algorithm.process.get_model_weights(output.state)
+  assert all(np.all(np.isfinite(w)) for w in weights.trainable)
+
+
+def test_bad_switch_values_are_named():
+  with pytest.raises(ValueError, match='max_client_share'):
+    algorithms.AlgorithmConfig(max_client_share=1.5)
+  with pytest.raises(ValueError, match='validation_source'):
+    algorithms.AlgorithmConfig(validation_source='server')

@@ -48,6 +48,8 @@ PAPER_HPARAMS = client_work_lib.HGBHParams()
 DEFAULT_HGB_HPARAMS = PAPER_HPARAMS
 DEFAULT_CLIENT_WEIGHT_MIX = 1.0
 DEFAULT_CLIENT_WEIGHT_TEMPER = 0.0  # 0 = off.
+DEFAULT_MAX_CLIENT_SHARE = 0.0  # 0 = off.
+DEFAULT_VALIDATION_SOURCE = 'local'
 
 OptimizerArg = Union[tff.learning.optimizers.Optimizer,
                      Callable[[], tff.learning.optimizers.Optimizer]]
@@ -76,6 +78,7 @@ def build_hgb_process(
     metrics_aggregator=None,
     client_weight_mix: Optional[float] = None,
     client_weight_temper: Optional[float] = None,
+    max_client_share: Optional[float] = None,
     modality_aware: bool = False,
     **hparam_overrides,
 ) -> tff.learning.templates.LearningProcess:
@@ -102,6 +105,10 @@ def build_hgb_process(
       `tff_hgb.aggregation.build_structured_mean` instead of `model_aggregator`.
     client_weight_temper: β of §5b: the OGR weight becomes n_k·u_k^β (None or
       0 = off).
+    max_client_share: c of §5b: no client's share of the round's mean exceeds
+      c (water-filling, `tff_hgb.aggregation.CappedMeanFactory` around
+      `model_aggregator`; None or 0 = off). Its dependent aggregation runs on
+      one machine's runtime, not split across workers.
     modality_aware: average encoder m and head m only over the clients that
       hold m (§5; off by default). Uses the structured aggregation too.
     **hparam_overrides: fields of `HGBHParams` overriding `hparams`.
@@ -126,6 +133,8 @@ def build_hgb_process(
       client_weight_mix = DEFAULT_CLIENT_WEIGHT_MIX
     if client_weight_temper is None and DEFAULT_CLIENT_WEIGHT_TEMPER:
       client_weight_temper = DEFAULT_CLIENT_WEIGHT_TEMPER
+    if max_client_share is None and DEFAULT_MAX_CLIENT_SHARE:
+      max_client_share = DEFAULT_MAX_CLIENT_SHARE
   if hparam_overrides:
     hparams = dataclasses.replace(hparams, **hparam_overrides)
   client_optimizer = _as_optimizer(client_optimizer_fn, 'client_optimizer_fn')
@@ -147,11 +156,11 @@ def build_hgb_process(
   structured = modality_aware or (
       client_weight_mix is not None and 0.0 < client_weight_mix < 1.0)
   if structured:
-    if model_aggregator is not None:
+    if model_aggregator is not None or max_client_share:
       raise ValueError(
           'modality_aware and a client_weight_mix strictly between 0 and 1 '
           'use their own aggregation (tff_hgb.aggregation); they cannot be '
-          'combined with model_aggregator.')
+          'combined with model_aggregator or max_client_share.')
     with tf.Graph().as_default():
       keras_model = model_fn().keras_model
       modality_index = {m: i for i, m in
@@ -166,6 +175,9 @@ def build_hgb_process(
         client_weight_mix=client_weight_mix, variable_groups=groups)
   else:
     model_aggregator = model_aggregator or tff.aggregators.MeanFactory()
+    if max_client_share:
+      model_aggregator = aggregation.CappedMeanFactory(
+          max_client_share, inner=model_aggregator)
     if client_weight_mix is not None:
       # λ = 1 is u_k weighting, λ = 0 example counts: a scalar weight does.
       weighting = (client_work_lib.WEIGHT_OGR if client_weight_mix == 1.0 else

@@ -6,6 +6,8 @@ tables line up. Names:
 
   fedavg            TFF's build_weighted_fed_avg, fused loss only (paper's FedAvg)
   fedavg_all_heads  TFF's build_weighted_fed_avg, fixed equal weights on all heads
+  fedavg_capped     TFF's build_weighted_fed_avg, fused loss, no client's share
+                    above max_client_share (default 2/K of the round's K)
   fedprox           TFF's build_weighted_fed_prox, fused loss, μ = fedprox_mu
   fednova           ours (FedNova, Wang et al. 2020), fused loss
   fedattn           ours (FedAttn, Ji et al. 2019), fused loss
@@ -21,15 +23,21 @@ from typing import Any, Callable, Optional
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_hgb import aggregation
 from tff_hgb import client_work
 from tff_hgb import hgb
 from tff_hgb import models
+from tff_hgb.data import client_data as client_data_lib
 
 HGB_MODES = ('hgb', 'hgb_paper', 'm_gb', 'c_gb')
-TFF_FEDAVG_FAMILY = ('fedavg', 'fedavg_all_heads', 'fedprox')
+TFF_FEDAVG_FAMILY = ('fedavg', 'fedavg_all_heads', 'fedavg_capped',
+                     'fedprox')
 OURS = ('fednova', 'fedattn')
 NAMES = TFF_FEDAVG_FAMILY + OURS + HGB_MODES
 UNI_PREFIX = 'uni:'
+# fedavg_capped's cap without max_client_share: 2/K (ALGORITHM.md §5b; a 2/K
+# cap on FedAvg's own weights matched C-GB's gain in a pilot of ours).
+DEFAULT_CAP_OVER_UNIFORM = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +61,24 @@ class AlgorithmConfig:
   client_weight_mix: float = hgb.DEFAULT_CLIENT_WEIGHT_MIX
   # β > 0: the OGR weight becomes n_k·u_k^β (0 = off).
   client_weight_temper: float = hgb.DEFAULT_CLIENT_WEIGHT_TEMPER
+  # c: no client's share of a round's mean above c (`hgb`, `fedavg_capped`;
+  # 0 = off for hgb, 2/K for fedavg_capped).
+  max_client_share: float = hgb.DEFAULT_MAX_CLIENT_SHARE
+  # Where `hgb` clients measure OGR: their own validation split ('local') or
+  # a small IID set held out of the training pool ('shared', §5b).
+  validation_source: str = hgb.DEFAULT_VALIDATION_SOURCE
   # §5: encoder/head m averaged only over clients holding m (all HGB modes).
   modality_aware: bool = False
+
+  def __post_init__(self):
+    if not 0.0 <= self.max_client_share <= 1.0:
+      raise ValueError('max_client_share must lie in [0, 1] (0 = off), got '
+                       f'{self.max_client_share}.')
+    if self.validation_source not in client_data_lib.VALIDATION_SOURCES:
+      raise ValueError(
+          f'validation_source must be one of '
+          f'{", ".join(client_data_lib.VALIDATION_SOURCES)}, got '
+          f'{self.validation_source!r}.')
 
 
 @dataclasses.dataclass
@@ -137,10 +161,13 @@ def build_algorithm(name: str, federated_data, config: AlgorithmConfig
     overrides = dict(config.hgb_overrides)
     overrides.setdefault('local_epochs', config.local_epochs)
     client_switches = {}
+    validation = client_data_lib.LOCAL_VALIDATION
     if name == 'hgb':
       client_switches = dict(
           client_weight_mix=config.client_weight_mix,
-          client_weight_temper=config.client_weight_temper or None)
+          client_weight_temper=config.client_weight_temper or None,
+          max_client_share=config.max_client_share or None)
+      validation = config.validation_source
     process = hgb.build_hgb_process(
         model_fn, client_optimizer_fn=_client_optimizer(config),
         server_optimizer_fn=_server_optimizer(config), mode=name,
@@ -149,7 +176,8 @@ def build_algorithm(name: str, federated_data, config: AlgorithmConfig
     def client_data(cid, round_num):
       return federated_data.client_datasets(
           cid, batch_size=config.batch_size,
-          shuffle_seed=_shuffle_seed(config, index[cid], round_num))
+          shuffle_seed=_shuffle_seed(config, index[cid], round_num),
+          validation=validation)
   else:
     if name == 'fednova':
       from tff_hgb.algorithms import fednova  # pylint: disable=g-import-not-at-top
@@ -167,10 +195,17 @@ def build_algorithm(name: str, federated_data, config: AlgorithmConfig
           model_fn, proximal_strength=config.fedprox_mu,
           client_optimizer_fn=_client_optimizer(config),
           server_optimizer_fn=_server_optimizer(config))
-    else:  # fedavg, fedavg_all_heads, uni:<m>
+    else:  # fedavg, fedavg_all_heads, fedavg_capped, uni:<m>
+      aggregator = None
+      if name == 'fedavg_capped':
+        aggregator = (
+            aggregation.CappedMeanFactory(config.max_client_share)
+            if config.max_client_share else aggregation.CappedMeanFactory(
+                max_share_over_uniform=DEFAULT_CAP_OVER_UNIFORM))
       process = tff.learning.algorithms.build_weighted_fed_avg(
           model_fn, client_optimizer_fn=_client_optimizer(config),
-          server_optimizer_fn=_server_optimizer(config))
+          server_optimizer_fn=_server_optimizer(config),
+          model_aggregator=aggregator)
 
     def client_data(cid, round_num):
       # Baselines hold no validation split back: they train on all local data.
