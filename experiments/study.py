@@ -1,0 +1,66 @@
+r"""The §5b study: where HGB, M-GB and C-GB help against tuned baselines.
+
+  python -m experiments.study --output_dir=results/study        # make study
+  python -m experiments.study --quick --output_dir=/tmp/study   # a minute
+
+Chooses the default `hgb` configuration on validation data of the selection
+settings, then runs every setting × method with per-method learning-rate
+tuning and --seeds seeds, and writes --output_dir/STUDY.md and study.json
+(see tff_hgb/study.py). Resumable: rerun the same command to continue.
+"""
+
+from absl import app
+from absl import flags
+
+from experiments import flags_lib
+from tff_hgb import experiment
+from tff_hgb import runtime
+from tff_hgb import study
+from tff_hgb.data import dataset as dataset_lib
+
+flags.DEFINE_list('settings', [s.name for s in study.SETTINGS],
+                  'Which settings, in order.')
+flags.DEFINE_integer('study_seeds', 5, 'Seeds of the final runs (0, 1, ...).')
+flags.DEFINE_bool('quick', False, 'A tiny study that shows the machinery.')
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    flags_lib.error_exit(ValueError(
+        f'unexpected arguments {" ".join(argv[1:])}'))
+  flags_lib.quiet_logs()
+  try:
+    flags_lib.check_runtime_flags()
+    output_dir = FLAGS.output_dir
+    if not output_dir:
+      raise experiment.UsageError('output_dir', 'is required.')
+    known = {s.name: s for s in study.SETTINGS}
+    unknown = [name for name in FLAGS.settings if name not in known]
+    if unknown or not FLAGS.settings:
+      raise experiment.UsageError(
+          'settings', f'unknown {unknown}; expected some of {sorted(known)}.')
+    if FLAGS.study_seeds < 2:
+      raise experiment.UsageError(
+          'study_seeds', 'paired intervals need ≥ 2 seeds.')
+    settings = [known[name] for name in FLAGS.settings]
+    if not any(s.selection for s in settings):
+      raise experiment.UsageError(
+          'settings', 'include a selection setting (' + ', '.join(
+              s.name for s in study.SETTINGS if s.selection) + ').')
+    flags_lib.start_runtime()
+    outcome = study.run_study(output_dir, seeds=list(range(FLAGS.study_seeds)),
+                              settings=settings, quick=FLAGS.quick)
+  except (experiment.UsageError, dataset_lib.DataError,
+          flags_lib.RuntimeFlagError, runtime.WorkerError,
+          runtime.DeviceConfigurationError) as e:
+    flags_lib.error_exit(e)
+  finally:
+    runtime.stop_all_workers()
+  print(outcome['markdown'], flush=True)
+  print(f'Wrote {output_dir}/STUDY.md', flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)

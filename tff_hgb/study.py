@@ -1,0 +1,452 @@
+"""Where HGB helps: the study of ALGORITHM.md §5b (`make study`).
+
+Question: does OGR-driven blending beat fixed auxiliary uni-modal heads, does
+the client level (C-GB) help anywhere, and which configuration should the
+default `hgb` have?
+
+Procedure (every accuracy used for a choice is on validation data held out of
+the training pool; the test set only scores the final runs):
+
+1. Selection. Each candidate configuration of `hgb` (`CANDIDATES`) is tuned
+   (client learning rate) on the SELECTION settings only (htad Mixed-B and the
+   synthetic paper regime in case A); its score is its best validation
+   accuracy, averaged over those settings. The best candidate becomes the
+   study's `hgb` row, unchanged on every setting.
+2. Comparison. On every setting, every method (`methods(chosen)`) is tuned the
+   same way and then run on `seeds` seeds at its chosen value, through
+   `experiment.run_comparison` (resumable: rerunning continues).
+3. Report. For each setting: each method's test accuracy (mean ± std), the
+   paired per-seed difference to tuned fused FedAvg and to `fedavg_all_heads`
+   with 95% t-intervals, rounds to target, effective number of clients, mean
+   fusion-head weight and the z split between heads.
+
+Paired differences: seed s fixes the model's initial weights and every
+client's local data order for all methods (the partition is fixed by
+`data_seed`), so method − baseline is compared seed by seed.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import os
+import time
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import numpy as np
+from scipy import stats
+
+from tff_hgb import experiment
+from tff_hgb import results
+
+# ---------------------------------------------------------------------------
+# Settings and methods.
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+  """One data setting of the study: ExperimentConfig overrides."""
+
+  name: str
+  overrides: Mapping[str, Any]
+  selection: bool = False  # Used to choose the default hgb.
+  description: str = ''
+
+
+_HTAD_GRID = 'client_learning_rate:0.1,0.2,0.4,0.8,1.6'
+_SLOW_GRID = 'client_learning_rate:0.025,0.05,0.1,0.2,0.4'
+
+SETTINGS = (
+    Setting('htad_mixed_b_e1', dict(
+        dataset='htad', partition='mixed_b', num_clients=10, rounds=30,
+        local_epochs=1, eval_every=1, tune=_HTAD_GRID, target_accuracy=0.7),
+            selection=True,
+            description='htad (audio MFCC + accelerometer statistics, MLP '
+            'encoders), Mixed-B, 10 clients, E = 1'),
+    Setting('synthetic_case_a_e5', dict(
+        dataset='synthetic', partition='case_a', num_clients=10, rounds=20,
+        local_epochs=5, eval_every=2, tune=_SLOW_GRID, target_accuracy=0.6),
+            selection=True,
+            description='synthetic paper regime (a wide memorising modality '
+            '+ a slow clean one), case A (Dirichlet α = 0.1), 10 clients, '
+            'E = 5'),
+    Setting('synthetic_mixed_b_e5', dict(
+        dataset='synthetic', partition='mixed_b', num_clients=10, rounds=20,
+        local_epochs=5, eval_every=2, tune=_SLOW_GRID, target_accuracy=0.6),
+            description='synthetic paper regime, Mixed-B, 10 clients, E = 5'),
+    Setting('watch_natural_e2', dict(
+        dataset='watch', partition='natural', num_clients=10, rounds=20,
+        local_epochs=2, eval_every=2, tune=_SLOW_GRID, target_accuracy=0.6),
+            description='watch raw accelerometer + gyroscope windows '
+            '(1-D conv encoders), one client per subject, E = 2'),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A row of the study: a registry algorithm with its switches."""
+
+  label: str
+  algorithm: str
+  options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  hgb: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  def describe(self) -> str:
+    parts = [f'{k}={v}' for k, v in sorted(self.options.items())]
+    parts += [f'hgb_{k}={v}' for k, v in sorted(self.hgb.items())]
+    return f'`{self.algorithm}`' + (f' ({", ".join(parts)})' if parts else '')
+
+
+# A floor of 1/|H| on the fusion head's weight: with 2 modalities, 3 heads.
+_FLOOR = 0.34
+
+# Candidates for the default `hgb` (ALGORITHM.md §5b switches). Each keeps the
+# OGR blend on the heads and differs in how clients are weighted or where OGR
+# is measured.
+CANDIDATES = (
+    Method('cand_mgb_floor', 'hgb', dict(client_weight_mix=0.0),
+           dict(fusion_weight_floor=_FLOOR, prior_momentum=0.5)),
+    Method('cand_tempered', 'hgb', dict(client_weight_mix=1.0,
+                                        client_weight_temper=0.5),
+           dict(fusion_weight_floor=_FLOOR, prior_momentum=0.5)),
+    Method('cand_capped', 'hgb', dict(client_weight_mix=1.0,
+                                      max_client_share=0.2),
+           dict(fusion_weight_floor=_FLOOR, prior_momentum=0.5)),
+    Method('cand_shared_val', 'hgb', dict(client_weight_mix=0.0,
+                                          validation_source='shared'),
+           dict(fusion_weight_floor=_FLOOR, prior_momentum=0.5)),
+)
+
+BASELINE = 'fedavg'
+HEADS_CONTROL = 'fedavg_all_heads'
+
+
+def methods(chosen: Method) -> list[Method]:
+  """The study's rows; `chosen` is the selected default `hgb`."""
+  return [
+      Method(BASELINE, 'fedavg'),
+      Method(HEADS_CONTROL, 'fedavg_all_heads'),
+      Method('fedavg_capped', 'fedavg_capped'),
+      Method('hgb_paper', 'hgb_paper'),
+      Method('m_gb', 'm_gb'),
+      Method('c_gb', 'c_gb'),
+      dataclasses.replace(chosen, label='hgb'),
+  ]
+
+
+def setting_config(setting: Setting, method: Method, *, output_dir: str,
+                   quick: bool = False) -> experiment.ExperimentConfig:
+  values = dict(setting.overrides)
+  if quick:
+    values.update(rounds=3, tune_rounds=3, num_clients=4, eval_every=1,
+                  tune='client_learning_rate:0.1,0.4')
+  return experiment.ExperimentConfig(
+      algorithm=method.algorithm,
+      hgb=tuple(sorted(method.hgb.items())),
+      algorithm_options=tuple(sorted(method.options.items())),
+      output_dir=output_dir, resume=True, **values)
+
+
+# ---------------------------------------------------------------------------
+# Statistics.
+# ---------------------------------------------------------------------------
+
+
+def paired_interval(values: Sequence[float], baseline: Sequence[float],
+                    confidence: float = 0.95) -> dict[str, Any]:
+  """Mean of values − baseline over paired seeds, with a t-interval.
+
+  Returns {'mean', 'low', 'high', 'n'}; low/high are None with fewer than two
+  pairs.
+  """
+  if len(values) != len(baseline):
+    raise ValueError(f'paired samples differ in length: {len(values)} vs '
+                     f'{len(baseline)}.')
+  diffs = np.asarray(values, np.float64) - np.asarray(baseline, np.float64)
+  n = len(diffs)
+  if n == 0:
+    return {'mean': None, 'low': None, 'high': None, 'n': 0}
+  mean = float(diffs.mean())
+  if n < 2:
+    return {'mean': mean, 'low': None, 'high': None, 'n': n}
+  half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) *
+               diffs.std(ddof=1) / math.sqrt(n))
+  return {'mean': mean, 'low': mean - half, 'high': mean + half, 'n': n}
+
+
+def verdict(interval: Mapping[str, Any]) -> str:
+  """'better' / 'worse' when the interval excludes 0, else 'tie'."""
+  if interval.get('low') is None:
+    return 'n/a'
+  if interval['low'] > 0:
+    return 'better'
+  if interval['high'] < 0:
+    return 'worse'
+  return 'tie'
+
+
+# ---------------------------------------------------------------------------
+# Running.
+# ---------------------------------------------------------------------------
+
+
+def select_default(output_dir: str, *, settings: Sequence[Setting] = SETTINGS,
+                   candidates: Sequence[Method] = CANDIDATES,
+                   quick: bool = False,
+                   log: Callable[[str], None] = print) -> dict[str, Any]:
+  """Tunes each candidate on the selection settings; picks the best.
+
+  Returns (and writes output_dir/selection.json) {'chosen': label, 'scores':
+  {label: {setting: best validation accuracy, 'mean': ...}}}.
+  """
+  data_cache = experiment.DataCache()
+  algorithm_cache = experiment.AlgorithmCache()
+  scores = collections.OrderedDict()
+  for candidate in candidates:
+    per_setting = collections.OrderedDict()
+    for setting in settings:
+      if not setting.selection:
+        continue
+      config = setting_config(setting, candidate, output_dir=None,
+                              quick=quick)
+      experiment.validate(config, needs_output_dir=False)
+      record = experiment.tune(
+          config, tuning_path=os.path.join(output_dir, 'selection',
+                                           setting.name, candidate.label,
+                                           results.TUNING_JSON),
+          data_cache=data_cache, algorithm_cache=algorithm_cache, resume=True)
+      per_setting[setting.name] = max(
+          c['score'] for c in record['candidates']
+          if c['score'] is not None and math.isfinite(c['score']))
+      log(f'selection {candidate.label} on {setting.name}: best validation '
+          f'accuracy {per_setting[setting.name]:.4f} at {record["chosen"]}')
+    per_setting['mean'] = float(np.mean(list(per_setting.values())))
+    scores[candidate.label] = per_setting
+  chosen = max(scores, key=lambda label: scores[label]['mean'])
+  selection = {'chosen': chosen, 'scores': scores,
+               'candidates': {c.label: c.describe() for c in candidates}}
+  results.atomic_write_json(os.path.join(output_dir, 'selection.json'),
+                            selection)
+  log(f'selected default hgb: {chosen}')
+  return selection
+
+
+def _mean_of_column(metrics_path: str, column: str) -> Optional[float]:
+  if not os.path.exists(metrics_path):
+    return None
+  values = [r.get(column) for r in results.read_metrics(metrics_path)]
+  values = [v for v in values if isinstance(v, float) and math.isfinite(v)]
+  return float(np.mean(values)) if values else None
+
+
+def collect(method_dir: str, algorithm: str, seeds: Sequence[int]
+            ) -> list[dict[str, Any]]:
+  """Per-seed results of one method (finished runs only)."""
+  runs = []
+  algorithm_dir = os.path.join(method_dir, experiment.run_slug(algorithm))
+  for seed in seeds:
+    run_dir = os.path.join(algorithm_dir, f'seed_{seed}')
+    path = os.path.join(run_dir, results.SUMMARY_JSON)
+    if not os.path.exists(path):
+      continue
+    summary = results.read_json(path)
+    metrics = os.path.join(run_dir, results.METRICS_CSV)
+    z = {}
+    if os.path.exists(metrics):
+      rows = results.read_metrics(metrics)
+      for column in results.columns_of(rows):
+        if column.startswith('z/'):
+          z[column[2:]] = _mean_of_column(metrics, column)
+    runs.append(dict(summary, z_split=z))
+  return runs
+
+
+def run_study(output_dir: str, *, seeds: Sequence[int],
+              settings: Sequence[Setting] = SETTINGS,
+              candidates: Sequence[Method] = CANDIDATES,
+              method_labels: Optional[Sequence[str]] = None,
+              quick: bool = False,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+  """Selection, then every setting × method; writes STUDY.md and study.json.
+
+  Args:
+    output_dir: everything goes here (resumable: rerun to continue).
+    seeds: the seeds of the final runs (tuning uses the first).
+    settings: the data settings (those with `selection` choose the default).
+    candidates: the configurations the default `hgb` is chosen from.
+    method_labels: run only these rows of `methods` (default all).
+    quick: a tiny version (3 rounds, 4 clients, 2 learning rates) that
+      exercises the machinery.
+  """
+  started = time.perf_counter()
+  os.makedirs(output_dir, exist_ok=True)
+  selection = select_default(output_dir, settings=settings,
+                             candidates=candidates, quick=quick, log=log)
+  chosen = next(c for c in candidates if c.label == selection['chosen'])
+  rows = collections.OrderedDict()
+  for setting in settings:
+    rows[setting.name] = collections.OrderedDict()
+    for method in methods(chosen):
+      if method_labels is not None and method.label not in method_labels:
+        continue
+      method_dir = os.path.join(output_dir, setting.name, method.label)
+      base = setting_config(setting, method, output_dir=method_dir,
+                            quick=quick)
+      tuning_path = os.path.join(method_dir,
+                                 experiment.run_slug(method.algorithm),
+                                 results.TUNING_JSON)
+      selected_path = os.path.join(output_dir, 'selection', setting.name,
+                                   chosen.label, results.TUNING_JSON)
+      if (method.label == 'hgb' and base.tune and os.path.exists(selected_path)
+          and not os.path.exists(tuning_path)):
+        # The chosen candidate was tuned on this setting already (same
+        # configuration, grid, rounds and seed): reuse rather than redo.
+        os.makedirs(os.path.dirname(tuning_path), exist_ok=True)
+        results.atomic_write_json(tuning_path,
+                                  results.read_json(selected_path))
+      log(f'== {setting.name} / {method.label}')
+      experiment.run_comparison(
+          experiment.ComparisonConfig(base=base, algorithms=(method.algorithm,),
+                                      seeds=tuple(seeds),
+                                      title=f'{setting.name} / {method.label}'),
+          output_dir=method_dir, resume=True, log=log)
+      tuned = results.read_json(os.path.join(
+          method_dir, experiment.run_slug(method.algorithm),
+          results.TUNING_JSON)) if base.tune else None
+      rows[setting.name][method.label] = {
+          'method': method.describe(),
+          'runs': collect(method_dir, method.algorithm, seeds),
+          'tuning': tuned,
+      }
+  study = {'selection': selection, 'seeds': list(seeds), 'quick': quick,
+           'settings': {s.name: {'description': s.description,
+                                 'overrides': dict(s.overrides),
+                                 'selection': s.selection} for s in settings},
+           'rows': rows, 'seconds': time.perf_counter() - started}
+  results.atomic_write_json(os.path.join(output_dir, 'study.json'), study)
+  markdown = study_markdown(study)
+  results.atomic_write_text(os.path.join(output_dir, 'STUDY.md'), markdown)
+  study['markdown'] = markdown
+  return study
+
+
+# ---------------------------------------------------------------------------
+# Report.
+# ---------------------------------------------------------------------------
+
+
+def _pct(value) -> str:
+  return '—' if value is None else f'{100 * value:.2f}'
+
+
+def _interval_cell(interval: Mapping[str, Any]) -> str:
+  if interval.get('mean') is None:
+    return '—'
+  if interval.get('low') is None:
+    return f'{100 * interval["mean"]:+.2f}'
+  return (f'{100 * interval["mean"]:+.2f} [{100 * interval["low"]:+.2f}, '
+          f'{100 * interval["high"]:+.2f}] {verdict(interval)}')
+
+
+def _paired(runs, reference_runs, key='final_accuracy'):
+  by_seed = {r['seed']: r[key] for r in reference_runs}
+  pairs = [(r[key], by_seed[r['seed']]) for r in runs if r['seed'] in by_seed]
+  return paired_interval([p[0] for p in pairs], [p[1] for p in pairs])
+
+
+def _chosen_value(tuning) -> str:
+  if not tuning or not tuning.get('chosen'):
+    return '—'
+  chosen = tuning['chosen']
+  values = [v for c in tuning['candidates'] for v in c['values'].values()]
+  text = ', '.join(f'{v:g}' for v in chosen.values())
+  edge = any(v in (min(values), max(values)) for v in chosen.values())
+  return text + (' (edge)' if edge and len(set(values)) > 1 else '')
+
+
+def setting_table(setting_rows: Mapping[str, Mapping[str, Any]]
+                  ) -> tuple[list[str], dict[str, dict[str, Any]]]:
+  """Markdown lines of one setting and its paired intervals per method."""
+  baseline = setting_rows.get(BASELINE, {}).get('runs', [])
+  heads = setting_rows.get(HEADS_CONTROL, {}).get('runs', [])
+  lines = ['| method | lr | test top-1 (mean ± std) | − fedavg [95% CI] | '
+           '− fedavg_all_heads [95% CI] | rounds to target | eff. clients | '
+           'fusion z | z split |',
+           '|---|---|---|---|---|---|---|---|---|']
+  intervals = {}
+  for label, row in setting_rows.items():
+    runs = row['runs']
+    finals = [r['final_accuracy'] for r in runs]
+    mean = float(np.mean(finals)) if finals else None
+    std = float(np.std(finals, ddof=1)) if len(finals) > 1 else None
+    vs_base = _paired(runs, baseline)
+    vs_heads = _paired(runs, heads)
+    intervals[label] = {'fedavg': vs_base, 'fedavg_all_heads': vs_heads}
+    reached = [r['rounds_to_target'] for r in runs
+               if r.get('rounds_to_target') is not None]
+    rounds = ((f'{np.mean(reached):.1f}' if reached else '—') +
+              f' ({len(reached)}/{len(runs)})' if runs else '—')
+    eff = [r.get('effective_clients_mean') for r in runs
+           if r.get('effective_clients_mean') is not None]
+    fusion = [r.get('fusion_weight_mean') for r in runs
+              if r.get('fusion_weight_mean') is not None]
+    splits = collections.defaultdict(list)
+    for r in runs:
+      for head, value in (r.get('z_split') or {}).items():
+        if value is not None:
+          splits[head].append(value)
+    split = ', '.join(f'{h} {np.mean(v):.2f}' for h, v in sorted(
+        splits.items())) or '—'
+    cell = ('—' if mean is None else
+            f'{100 * mean:.2f} ± {100 * (std or 0):.2f} (n={len(finals)})')
+    lines.append(
+        f'| {label} | {_chosen_value(row.get("tuning"))} | {cell} | '
+        f'{"—" if label == BASELINE else _interval_cell(vs_base)} | '
+        f'{"—" if label == HEADS_CONTROL else _interval_cell(vs_heads)} | '
+        f'{rounds} | {f"{np.mean(eff):.1f}" if eff else "—"} | '
+        f'{f"{np.mean(fusion):.2f}" if fusion else "—"} | {split} |')
+  return lines, intervals
+
+
+def study_markdown(study: Mapping[str, Any]) -> str:
+  selection = study['selection']
+  lines = ['# Where HGB helps — study results', '',
+           'Made by `make study` (`python -m experiments.study '
+           '--output_dir=results/study`); every number below is in '
+           '`study.json` beside this file.', '',
+           '## Default `hgb`: chosen on validation data', '',
+           'Candidates tuned (client learning rate) on the selection settings '
+           'only; score = best mean validation fusion accuracy over the last '
+           f'{experiment.TUNE_EVALUATIONS} rounds, on data held out of the '
+           'training pool.', '',
+           '| candidate | configuration | ' + ' | '.join(
+               n for n, s in study['settings'].items() if s['selection']) +
+           ' | mean |',
+           '|---|---|' + '---|' * (1 + sum(
+               1 for s in study['settings'].values() if s['selection']))]
+  for label, per in selection['scores'].items():
+    marker = ' **(chosen)**' if label == selection['chosen'] else ''
+    lines.append(f'| {label}{marker} | {selection["candidates"][label]} | ' +
+                 ' | '.join(f'{100 * v:.2f}' for v in per.values()) + ' |')
+  lines += ['', '## Settings', '']
+  all_intervals = {}
+  for name, rows in study['rows'].items():
+    info = study['settings'][name]
+    lines += [f'### {name}', '', info['description'] + '; ' + ', '.join(
+        f'{k} {v}' for k, v in info['overrides'].items()
+        if k not in ('dataset', 'partition', 'tune')) + '.', '']
+    table, intervals = setting_table(rows)
+    all_intervals[name] = intervals
+    lines += table + ['']
+  lines += ['Methods: ' + '; '.join(
+      f'{label} = {row["method"]}' for label, row in
+      next(iter(study['rows'].values()), {}).items()) + '.', '',
+            'Paired differences are in accuracy points, final-round test '
+            'top-1, seed by seed (seed = initial weights and local data '
+            'order), with a 95% t-interval; "better"/"worse" when the interval '
+            'excludes 0. lr = the tuned client learning rate ("edge": the '
+            'best value is at the grid\'s edge).', '']
+  study['intervals'] = all_intervals
+  return '\n'.join(lines)
