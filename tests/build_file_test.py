@@ -64,10 +64,15 @@ def _our_imports(src):
     else:
       continue
     for name in names:
-      if name.split('.')[0] in ('tff_hgb', 'experiments', 'tests'):
+      top = name.split('.')[0]
+      if top in ('tff_hgb', 'experiments', 'tests'):
         file = _module_file(name)
         if file:
           modules.add(file)
+      elif src.startswith('tests/') and (ROOT / 'tests' / f'{top}.py').exists():
+        # pytest puts tests/ on sys.path: a test's helper module (e.g.
+        # tests/binary_utils.py) is imported by its bare name.
+        modules.add(f'tests/{top}.py')
   return modules
 
 

@@ -832,9 +832,16 @@ def tune(config: ExperimentConfig, *, tuning_path: Optional[str] = None,
   record = None
   if resume and tuning_path and os.path.exists(tuning_path):
     record = results.read_json(tuning_path)
-    if (record.get('tune') != config.tune or record.get('rounds') != rounds or
-        record.get('seed') != config.seed):
+    if record.get('rounds') != rounds or record.get('seed') != config.seed:
       record = None
+    elif record.get('tune') != config.tune:
+      # A changed grid (e.g. widened because the best value sat on an edge)
+      # keeps the finished values it still contains.
+      wanted = {tuple(sorted(v.items())) for v in candidates}
+      record['candidates'] = [
+          c for c in record['candidates']
+          if tuple(sorted(c['values'].items())) in wanted]
+      record['tune'] = config.tune
   base = dataclasses.replace(config, tune='', resume=False, rounds=rounds,
                              output_dir=None)
   data = data_cache.get(base, for_tuning=True)

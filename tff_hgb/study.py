@@ -55,8 +55,8 @@ class Setting:
   description: str = ''
 
 
-_HTAD_GRID = 'client_learning_rate:0.1,0.2,0.4,0.8,1.6'
-_SLOW_GRID = 'client_learning_rate:0.025,0.05,0.1,0.2,0.4'
+_HTAD_GRID = 'client_learning_rate:0.1,0.2,0.4,0.8,1.6,3.2'
+_SLOW_GRID = 'client_learning_rate:0.025,0.05,0.1,0.2,0.4,0.8'
 
 SETTINGS = (
     Setting('htad_mixed_b_e1', dict(
@@ -81,6 +81,12 @@ SETTINGS = (
         local_epochs=2, eval_every=2, tune=_SLOW_GRID, target_accuracy=0.6),
             description='watch raw accelerometer + gyroscope windows '
             '(1-D conv encoders), one client per subject, E = 2'),
+    Setting('digits_mixed_b_e2', dict(
+        dataset='digits', partition='mixed_b', num_clients=10, rounds=20,
+        local_epochs=2, eval_every=2, tune=_SLOW_GRID, target_accuracy=0.8),
+            description='digits (UCI handwritten digits: top and bottom '
+            'halves as two 4×8 image modalities, 2-D conv encoders), '
+            'Mixed-B, 10 clients, E = 2'),
 )
 
 

@@ -1,0 +1,97 @@
+"""The §5b study: paired statistics, selection and the resumable runner."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import binary_utils  # tests/binary_utils.py
+from tff_hgb import results
+from tff_hgb import study
+
+
+def test_paired_interval_is_the_paired_t_interval():
+  interval = study.paired_interval([0.3, 0.5, 0.7], [0.29, 0.48, 0.67])
+  # Differences 0.01, 0.02, 0.03: mean 0.02, sd 0.01, t(0.975, 2) = 4.3027.
+  assert interval['mean'] == pytest.approx(0.02)
+  half = 4.302653 * 0.01 / np.sqrt(3)
+  assert interval['low'] == pytest.approx(0.02 - half, rel=1e-5)
+  assert interval['high'] == pytest.approx(0.02 + half, rel=1e-5)
+  assert study.verdict(interval) == 'tie'
+
+
+@pytest.mark.parametrize('seed', range(20))
+def test_interval_excludes_zero_exactly_when_the_paired_t_test_rejects(seed):
+  rng = np.random.default_rng(seed)
+  n = int(rng.integers(2, 9))
+  baseline = rng.uniform(0.5, 0.9, n)
+  values = baseline + rng.normal(rng.uniform(-0.05, 0.05), 0.03, n)
+  interval = study.paired_interval(values, baseline)
+  p_value = stats.ttest_rel(values, baseline).pvalue
+  assert (study.verdict(interval) != 'tie') == (p_value < 0.05)
+  if study.verdict(interval) == 'better':
+    assert np.mean(values) > np.mean(baseline)
+
+
+def test_paired_interval_edge_cases():
+  assert study.paired_interval([], [])['mean'] is None
+  single = study.paired_interval([0.5], [0.4])
+  assert single['mean'] == pytest.approx(0.1) and single['low'] is None
+  assert study.verdict(single) == 'n/a'
+  with pytest.raises(ValueError, match='paired'):
+    study.paired_interval([0.1, 0.2], [0.1])
+
+
+def test_quick_study_selects_runs_reports_and_resumes(tmp_path):
+  out = str(tmp_path / 'study')
+  kwargs = dict(seeds=[0, 1], settings=[study.SETTINGS[0]],
+                candidates=study.CANDIDATES[:2],
+                method_labels=[study.BASELINE, study.HEADS_CONTROL, 'hgb'],
+                quick=True, log=lambda _: None)
+  outcome = study.run_study(out, **kwargs)
+  selection = json.load(open(os.path.join(out, 'selection.json')))
+  scores = selection['scores']
+  assert set(scores) == {c.label for c in study.CANDIDATES[:2]}
+  assert selection['chosen'] == max(scores, key=lambda k: scores[k]['mean'])
+  rows = outcome['rows'][study.SETTINGS[0].name]
+  assert list(rows) == [study.BASELINE, study.HEADS_CONTROL, 'hgb']
+  for row in rows.values():
+    assert [r['seed'] for r in row['runs']] == [0, 1]
+    assert all(0.0 <= r['final_accuracy'] <= 1.0 for r in row['runs'])
+  # The chosen candidate's tuning on a selection setting is reused, not redone.
+  chosen_tuning = json.load(open(os.path.join(
+      out, 'selection', study.SETTINGS[0].name, selection['chosen'],
+      results.TUNING_JSON)))
+  assert rows['hgb']['tuning']['candidates'] == chosen_tuning['candidates']
+  hgb_runs = rows['hgb']['runs']
+  assert all(r['z_split'] and abs(sum(r['z_split'].values()) - 1.0) < 0.05
+             for r in hgb_runs)
+  markdown = open(os.path.join(out, 'STUDY.md')).read()
+  assert '**(chosen)**' in markdown and '95% t-interval' in markdown
+  expected = study.paired_interval(
+      [r['final_accuracy'] for r in hgb_runs],
+      [r['final_accuracy'] for r in rows[study.BASELINE]['runs']])
+  assert f'{100 * expected["mean"]:+.2f} [' in markdown
+  # Rerunning finds everything done.
+  summary = os.path.join(out, study.SETTINGS[0].name, 'hgb', 'hgb', 'seed_1',
+                         results.SUMMARY_JSON)
+  mtime = os.path.getmtime(summary)
+  again = study.run_study(out, **kwargs)
+  assert os.path.getmtime(summary) == mtime
+  assert again['markdown'] == outcome['markdown']
+
+
+@pytest.mark.parametrize('args,flag', [
+    (['--settings=nowhere'], '--settings'),
+    (['--settings=synthetic_mixed_b_e5'], '--settings'),
+    (['--study_seeds=1'], '--study_seeds'),
+])
+def test_bad_flags_name_the_flag(tmp_path, args, flag):
+  code, stdout, stderr = binary_utils.run_binary(
+      'experiments.study', args + [f'--output_dir={tmp_path / "s"}'])
+  assert code != 0
+  lines = [line for line in stderr.splitlines() if line.strip()]
+  assert lines[-1].startswith(f'error: {flag}'), stderr[-2000:]
+  assert 'Traceback' not in stderr
