@@ -290,3 +290,33 @@ def test_tuning_uses_training_pool_validation_only(tmp_path, monkeypatch):
   assert [r['round'] for r in rows] == [1, 2, 3]
   assert summary['final_accuracy'] == rows[-1]['test/fusion/accuracy']
   assert set(summary['missing_modality_accuracy']) == {'accel', 'gyro'}
+
+
+def test_widened_tuning_grid_reuses_finished_values(tmp_path, monkeypatch):
+  config = _config(tmp_path, algorithm='fedavg', rounds=3,
+                   tune='client_learning_rate:0.01,0.1')
+  path = str(tmp_path / 'tuning.json')
+  first = experiment.tune(config, tuning_path=path, resume=True)
+  trained = []
+  real_train = experiment.train
+
+  def counting_train(trial, *args, **kwargs):
+    trained.append(trial.client_learning_rate)
+    return real_train(trial, *args, **kwargs)
+
+  monkeypatch.setattr(experiment, 'train', counting_train)
+  widened = dataclasses.replace(config,
+                                tune='client_learning_rate:0.1,0.01,0.4')
+  second = experiment.tune(widened, tuning_path=path, resume=True)
+  by_value = lambda record: {c['values']['client_learning_rate']: c
+                             for c in record['candidates']}
+  assert trained == [0.4]  # Only the new value is trained.
+  old, new = by_value(first), by_value(second)
+  assert set(new) == {0.01, 0.1, 0.4}
+  for value in (0.01, 0.1):
+    assert new[value] == old[value]
+  assert second['tune'] == widened.tune
+  # A narrowed grid drops what it no longer contains.
+  narrowed = experiment.tune(dataclasses.replace(
+      config, tune='client_learning_rate:0.4'), tuning_path=path, resume=True)
+  assert list(by_value(narrowed)) == [0.4] and trained == [0.4]
