@@ -2,59 +2,22 @@
 
 import collections
 
+import algorithm_test_utils as utils
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_hgb import runtime
 from tff_hgb.algorithms import fedattn
 
-_DIM = 3
 _LR = 0.1
 _EPSILON = fedattn.DEFAULT_EPSILON
 
 
-def _linear_model_fn():
-  """y = x·w + b with MSE loss: local SGD has a closed form in NumPy."""
-  keras_model = tf.keras.Sequential(
-      [tf.keras.layers.Input((_DIM,)),
-       tf.keras.layers.Dense(1, kernel_initializer='zeros')])
-  return tff.learning.models.from_keras_model(
-      keras_model, loss=tf.keras.losses.MeanSquaredError(),
-      input_spec=(tf.TensorSpec([None, _DIM], tf.float32),
-                  tf.TensorSpec([None, 1], tf.float32)))
-
-
-def _dataset(x, y, batch_size):
-  return tf.data.Dataset.from_tensor_slices(
-      (np.asarray(x, np.float32), np.asarray(y, np.float32))).batch(batch_size)
-
-
-def _random_client(seed, num_examples, batch_size, scale=1.0, nan=False):
-  rng = np.random.default_rng(seed)
-  x = rng.normal(size=(num_examples, _DIM)).astype(np.float32)
-  y = (scale * (x @ np.array([[1.0], [-2.0], [0.5]]) + 0.3) +
-       rng.normal(scale=0.5, size=(num_examples, 1))).astype(np.float32)
-  if nan:
-    x[:] = np.nan
-  batches = [(x[i:i + batch_size], y[i:i + batch_size])
-             for i in range(0, num_examples, batch_size)]
-  return batches, _dataset(x, y, batch_size)
-
-
-def _np_local_sgd(kernel, bias, batches, lr):
-  w, b = kernel.astype(np.float64), bias.astype(np.float64)
-  for x, y in batches:
-    r = x @ w + b - y
-    w = w - lr * 2.0 / len(x) * x.T @ r
-    b = b - lr * 2.0 / len(x) * r.sum(axis=0)
-  return [kernel - w, bias - b]
-
-
 def _np_fedattn_round(weights, clients, lr, epsilon):
   """Per layer: α = softmax_k(‖Δ_k‖_F); w ← w − ε Σ α_k Δ_k."""
-  deltas = [_np_local_sgd(*weights, batches, lr) for batches in clients]
+  deltas = [utils.np_local_sgdm(*weights, batches, lr)[0]
+            for batches in clients]
   new, alphas = [], []
   for layer, w in enumerate(weights):
     d = np.array([np.linalg.norm(delta[layer]) for delta in deltas])
@@ -63,20 +26,6 @@ def _np_fedattn_round(weights, clients, lr, epsilon):
     new.append(w - epsilon * sum(a * delta[layer]
                                  for a, delta in zip(alpha, deltas)))
   return new, deltas, alphas
-
-
-def _flat(model_weights):
-  return np.concatenate([np.ravel(w) for w in model_weights.trainable])
-
-
-def _with_weights(process, kernel, bias):
-  return process.set_model_weights(
-      process.initialize(), tff.learning.models.ModelWeights(
-          trainable=[np.asarray(kernel, np.float32),
-                     np.asarray(bias, np.float32)], non_trainable=[]))
-
-
-_W0 = (np.array([[0.2], [-0.1], [0.4]]), np.array([0.1]))
 
 
 # ---------------------------------------------------------------------------
@@ -137,7 +86,7 @@ def test_clipping_keeps_huge_distances_finite():
 @pytest.fixture(scope='module')
 def process():
   return fedattn.build_fedattn_process(
-      _linear_model_fn,
+      utils.linear_model_fn,
       client_optimizer_fn=tff.learning.optimizers.build_sgdm(_LR))
 
 
@@ -146,32 +95,33 @@ def test_equal_distances_give_the_plain_mean_of_deltas_times_epsilon(process):
   # Δ_kernel = −2ηyx and Δ_bias = −2ηy. With x = e_k and |y| = 1, every client
   # is at the same distance in each layer, so α_k = 1/3: w ← −ε mean_k Δ_k.
   ys = [1.0, -1.0, 1.0]
-  data = [_dataset(np.eye(_DIM)[k:k + 1], [[ys[k]]], 1) for k in range(3)]
-  state = _with_weights(process, np.zeros((_DIM, 1)), np.zeros(1))
+  data = [utils.dataset(np.eye(utils.DIM)[k:k + 1], [[ys[k]]], 1)
+          for k in range(3)]
+  state = utils.with_weights(process, np.zeros((utils.DIM, 1)), np.zeros(1))
   out = process.next(state, data)
-  deltas = [np.concatenate([-2 * _LR * ys[k] * np.eye(_DIM)[k],
+  deltas = [np.concatenate([-2 * _LR * ys[k] * np.eye(utils.DIM)[k],
                             [-2 * _LR * ys[k]]]) for k in range(3)]
   want = -_EPSILON * np.mean(deltas, axis=0)
-  np.testing.assert_allclose(_flat(process.get_model_weights(out.state)), want,
-                             atol=1e-6)
+  np.testing.assert_allclose(
+      utils.flat(process.get_model_weights(out.state)), want, atol=1e-6)
   # i.e. kernel = 2εη y_k / 3 on coordinate k, bias = 2εη Σy / 3.
-  np.testing.assert_allclose(want[:_DIM], [0.08, -0.08, 0.08], atol=1e-12)
+  np.testing.assert_allclose(want[:utils.DIM], [0.08, -0.08, 0.08], atol=1e-12)
 
 
 def test_unequal_distances_match_numpy_reference(process):
   clients, data = [], []
   for seed, n, batch_size, scale in ((1, 4, 2, 0.5), (2, 6, 2, 1.0),
                                      (3, 8, 4, 3.0)):
-    batches, ds = _random_client(seed, n, batch_size, scale)
+    batches, ds = utils.linear_client(seed, n, batch_size, scale)
     clients.append(batches)
     data.append(ds)
-  state = _with_weights(process, *_W0)
-  ref = list(_W0)
+  state = utils.with_weights(process, *utils.W0)
+  ref = list(utils.W0)
   for round_num in range(2):
     start = ref
     ref, deltas, alphas = _np_fedattn_round(ref, clients, _LR, _EPSILON)
     state = process.next(state, data).state
-    got = _flat(process.get_model_weights(state))
+    got = utils.flat(process.get_model_weights(state))
     np.testing.assert_allclose(got, np.concatenate([r.ravel() for r in ref]),
                                atol=1e-5)
     if round_num == 0:
@@ -184,35 +134,15 @@ def test_unequal_distances_match_numpy_reference(process):
 
 
 def test_non_finite_client_is_excluded_and_counted(process):
-  _, a = _random_client(4, 6, 2)
-  _, b = _random_client(5, 4, 4, scale=2.0)
-  _, bad = _random_client(6, 4, 2, nan=True)
-  state = _with_weights(process, *_W0)
-  with_bad = process.next(state, [a, b, bad])
-  without = process.next(state, [a, b])
-  np.testing.assert_allclose(_flat(process.get_model_weights(with_bad.state)),
-                             _flat(process.get_model_weights(without.state)),
-                             atol=1e-7)
-  assert with_bad.metrics['aggregator']['num_non_finite_clients'] == 1
-  assert without.metrics['aggregator']['num_non_finite_clients'] == 0
+  _, a = utils.linear_client(4, 6, 2)
+  _, b = utils.linear_client(5, 4, 4, scale=2.0)
+  _, bad = utils.linear_client(6, 4, 2, nan=True)
+  with_bad = utils.check_non_finite_client_is_left_out(
+      process, [a, b], bad, counted_by='aggregator')
   assert with_bad.metrics['client_work']['train']['num_examples'] == 10
-  assert with_bad.metrics['finalizer']['update_non_finite'] == 0
 
 
 def test_type_signatures_and_learning_process_api(process):
-  assert isinstance(process, tff.learning.templates.LearningProcess)
-  weights_type = tff.learning.models.weights_type_from_model(_linear_model_fn)
-  data_type = tff.FederatedType(
-      tff.SequenceType(((np.float32, [None, _DIM]), (np.float32, [None, 1]))),
-      tff.CLIENTS)
-  state_type = process.initialize.type_signature.result
-  assert process.initialize.type_signature.parameter is None
-  assert state_type.placement == tff.SERVER
-  assert state_type.member.global_model_weights.is_equivalent_to(weights_type)
-  state_param, data_param = process.next.type_signature.parameter
-  assert state_param.is_equivalent_to(state_type)
-  assert data_param.is_equivalent_to(data_type)
-  assert process.next.type_signature.result.state.is_equivalent_to(state_type)
   metrics_type = tff.FederatedType(collections.OrderedDict(
       distributor=(),
       client_work=collections.OrderedDict(
@@ -222,52 +152,23 @@ def test_type_signatures_and_learning_process_api(process):
           model_aggregator=(), num_non_finite_clients=np.int32),
       finalizer=collections.OrderedDict(update_non_finite=np.int32),
   ), tff.SERVER)
-  assert process.next.type_signature.result.metrics.is_equivalent_to(
-      metrics_type)
-  assert process.get_model_weights.type_signature.result.is_equivalent_to(
-      weights_type)
-  state = _with_weights(process, *_W0)
-  got = process.get_model_weights(state)
-  np.testing.assert_allclose(got.trainable[0], _W0[0])
-  np.testing.assert_allclose(got.trainable[1], _W0[1])
-  hparams = process.get_hparams(state)
+  hparams = utils.check_learning_process_api(process, metrics_type)
   assert hparams['client_work']['learning_rate'] == pytest.approx(_LR)
   assert hparams['finalizer']['learning_rate'] == pytest.approx(1.0)
 
 
 def test_round_splits_across_workers_with_the_same_result(process):
-  # TFF's mergeable context refuses an aggregation that depends on another:
-  # running the round on two workers checks FedAttn's single aggregation.
-  data = [_random_client(s, 2 * s, 2, scale=s)[1] for s in (1, 2, 3)]
-  state = _with_weights(process, *_W0)
-  local = process.next(state, data)
-  stack = tff.framework.get_context_stack()
-  saved, before = stack.current, runtime.started_workers()
-  try:
-    runtime.set_multi_worker_context(local_workers=2)
-    merged = process.next(state, data)
-  finally:
-    stack.set_default_context(saved)
-    for worker in runtime.started_workers():
-      if worker not in before:
-        worker.stop()
-  np.testing.assert_allclose(_flat(process.get_model_weights(merged.state)),
-                             _flat(process.get_model_weights(local.state)),
-                             atol=1e-6)
+  # Checks FedAttn's single aggregation (see the helper).
+  data = [utils.linear_client(s, 2 * s, 2, scale=s)[1] for s in (1, 2, 3)]
+  utils.check_round_splits_across_workers(
+      process, utils.with_weights(process, *utils.W0), data)
 
 
 def test_argument_checks():
-  sgd = tff.learning.optimizers.build_sgdm(0.1)
-  with pytest.raises(ValueError, match='epsilon'):
-    fedattn.build_fedattn_process(_linear_model_fn, client_optimizer_fn=sgd,
-                                  epsilon=0.0)
-  with pytest.raises(ValueError, match='max_distance'):
-    fedattn.build_fedattn_process(_linear_model_fn, client_optimizer_fn=sgd,
-                                  max_distance=100.0)
-  with pytest.raises(TypeError, match='client_optimizer_fn'):
-    fedattn.build_fedattn_process(_linear_model_fn,
-                                  client_optimizer_fn=tf.keras.optimizers.SGD())
-  with pytest.raises(TypeError, match='model_aggregator'):
-    fedattn.build_fedattn_process(
-        _linear_model_fn, client_optimizer_fn=sgd,
-        model_aggregator=tff.aggregators.MeanFactory())
+  utils.check_argument_checks(
+      fedattn.build_fedattn_process,
+      wrong_model_aggregator=tff.aggregators.MeanFactory(),
+      value_errors={
+          'epsilon': dict(epsilon=0.0),
+          'max_distance': dict(max_distance=100.0),  # exp overflows float32.
+      })

@@ -2,32 +2,21 @@
 
 import collections
 
+import algorithm_test_utils as utils
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_hgb import runtime
 from tff_hgb.algorithms import fednova
 
-_DIM = 3
 _LR = 0.05
 
 
 # ---------------------------------------------------------------------------
-# Models, data and an independent NumPy reference.
+# Models, data and an independent NumPy reference (shared ones: in
+# algorithm_test_utils).
 # ---------------------------------------------------------------------------
-
-
-def _linear_model_fn():
-  """y = x·w + b with MSE loss: local SGD has a closed form in NumPy."""
-  keras_model = tf.keras.Sequential(
-      [tf.keras.layers.Input((_DIM,)),
-       tf.keras.layers.Dense(1, kernel_initializer='zeros')])
-  return tff.learning.models.from_keras_model(
-      keras_model, loss=tf.keras.losses.MeanSquaredError(),
-      input_spec=(tf.TensorSpec([None, _DIM], tf.float32),
-                  tf.TensorSpec([None, 1], tf.float32)))
 
 
 def _mlp_model_fn():
@@ -44,39 +33,14 @@ def _mlp_model_fn():
       metrics=[tf.keras.metrics.SparseCategoricalAccuracy()])
 
 
-def _linear_client(seed, num_examples, batch_size, nan=False):
-  rng = np.random.default_rng(seed)
-  x = rng.normal(size=(num_examples, _DIM)).astype(np.float32)
-  y = (x @ np.array([[1.0], [-2.0], [0.5]]) + 0.3 +
-       rng.normal(scale=0.5, size=(num_examples, 1))).astype(np.float32)
-  if nan:
-    x[:] = np.nan
-  batches = [(x[i:i + batch_size], y[i:i + batch_size])
-             for i in range(0, num_examples, batch_size)]
-  return batches, tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
-
-
-def _np_local_sgdm(kernel, bias, batches, lr, rho):
-  """Heavy-ball SGD (v ← ρv + g; w ← w − ηv) on the MSE of a linear model."""
-  w = kernel.astype(np.float64).copy()
-  b = bias.astype(np.float64).copy()
-  vw, vb = np.zeros_like(w), np.zeros_like(b)
-  for x, y in batches:
-    r = x @ w + b - y
-    gw = 2.0 / len(x) * x.T @ r
-    gb = 2.0 / len(x) * r.sum(axis=0)
-    vw, vb = rho * vw + gw, rho * vb + gb
-    w, b = w - lr * vw, b - lr * vb
-  return (kernel - w, bias - b), len(batches), sum(len(x) for x, _ in batches)
-
-
 def _np_a(tau, rho):
   return sum((1 - rho**t) / (1 - rho) for t in range(1, tau + 1))
 
 
 def _np_round(weights, clients, lr, rho, nova):
   """One FedNova (nova=True) or FedAvg round; returns new weights + details."""
-  results = [_np_local_sgdm(*weights, batches, lr, rho) for batches in clients]
+  results = [utils.np_local_sgdm(*weights, batches, lr, rho)
+             for batches in clients]
   deltas = [np.concatenate([d[0].ravel(), d[1].ravel()]) for d, _, _ in results]
   taus = np.array([tau for _, tau, _ in results])
   n = np.array([n for _, _, n in results], np.float64)
@@ -87,22 +51,8 @@ def _np_round(weights, clients, lr, rho, nova):
   else:
     delta = sum(pk * dk for pk, dk in zip(p, deltas))
   flat = np.concatenate([weights[0].ravel(), weights[1].ravel()]) - delta
-  new = (flat[:_DIM].reshape(_DIM, 1), flat[_DIM:])
+  new = (flat[:utils.DIM].reshape(utils.DIM, 1), flat[utils.DIM:])
   return new, dict(deltas=deltas, p=p, a=a, taus=taus)
-
-
-def _flat(model_weights):
-  return np.concatenate([np.ravel(w) for w in model_weights.trainable])
-
-
-_W0 = (np.array([[0.2], [-0.1], [0.4]], np.float32), np.array([0.1], np.float32))
-
-
-def _with_weights(process, kernel, bias):
-  state = process.initialize()
-  return process.set_model_weights(
-      state, tff.learning.models.ModelWeights(
-          trainable=[kernel, bias], non_trainable=[]))
 
 
 # ---------------------------------------------------------------------------
@@ -162,9 +112,9 @@ def linear_processes():
   rho = 0.5
   optimizer = tff.learning.optimizers.build_sgdm(_LR, momentum=rho)
   nova = fednova.build_fednova_process(
-      _linear_model_fn, client_optimizer_fn=optimizer, client_momentum=rho)
+      utils.linear_model_fn, client_optimizer_fn=optimizer, client_momentum=rho)
   avg = tff.learning.algorithms.build_weighted_fed_avg(
-      _linear_model_fn, client_optimizer_fn=optimizer)
+      utils.linear_model_fn, client_optimizer_fn=optimizer)
   return nova, avg, rho
 
 
@@ -192,10 +142,10 @@ def test_equals_fedavg_when_all_clients_take_the_same_number_of_steps():
     np.testing.assert_allclose(
         nova_out.metrics['client_work']['train']['loss'],
         avg_out.metrics['client_work']['train']['loss'], rtol=1e-5)
-  moved = np.max(np.abs(_flat(avg.get_model_weights(avg_state)) -
-                        _flat(avg.get_model_weights(avg.initialize()))))
-  diff = np.max(np.abs(_flat(nova.get_model_weights(nova_state)) -
-                       _flat(avg.get_model_weights(avg_state))))
+  moved = np.max(np.abs(utils.flat(avg.get_model_weights(avg_state)) -
+                        utils.flat(avg.get_model_weights(avg.initialize()))))
+  diff = np.max(np.abs(utils.flat(nova.get_model_weights(nova_state)) -
+                       utils.flat(avg.get_model_weights(avg_state))))
   assert moved > 1e-2  # The comparison is not vacuous.
   assert diff <= 1e-5
 
@@ -203,13 +153,13 @@ def test_equals_fedavg_when_all_clients_take_the_same_number_of_steps():
 def test_unequal_steps_match_numpy_reference_and_damp_the_long_client(
     linear_processes):
   nova, avg, rho = linear_processes
-  short, short_ds = _linear_client(3, num_examples=4, batch_size=2)   # τ=2
-  long, long_ds = _linear_client(4, num_examples=16, batch_size=2)    # τ=8
+  short, short_ds = utils.linear_client(3, num_examples=4, batch_size=2)  # τ=2
+  long, long_ds = utils.linear_client(4, num_examples=16, batch_size=2)   # τ=8
   clients, data = [short, long], [short_ds, long_ds]
 
-  nova_state = _with_weights(nova, *_W0)
-  avg_state = _with_weights(avg, *_W0)
-  ref_nova, ref_avg = _W0, _W0
+  nova_state = utils.with_weights(nova, *utils.W0)
+  avg_state = utils.with_weights(avg, *utils.W0)
+  ref_nova, ref_avg = utils.W0, utils.W0
   for round_num in range(2):
     start = ref_nova
     ref_nova, info = _np_round(ref_nova, clients, _LR, rho, nova=True)
@@ -217,8 +167,8 @@ def test_unequal_steps_match_numpy_reference_and_damp_the_long_client(
     nova_out = nova.next(nova_state, data)
     avg_out = avg.next(avg_state, data)
     nova_state, avg_state = nova_out.state, avg_out.state
-    got_nova = _flat(nova.get_model_weights(nova_state))
-    got_avg = _flat(avg.get_model_weights(avg_state))
+    got_nova = utils.flat(nova.get_model_weights(nova_state))
+    got_avg = utils.flat(avg.get_model_weights(avg_state))
     # TFF FedNova == NumPy FedNova; TFF FedAvg == NumPy FedAvg (which checks
     # the reference's local training itself).
     np.testing.assert_allclose(got_nova, np.concatenate(
@@ -231,7 +181,7 @@ def test_unequal_steps_match_numpy_reference_and_damp_the_long_client(
     assert nova_out.metrics['client_work']['mean_local_steps'] == 5.0
     if round_num == 0:
       # The server delta, written as c_short Δ_short + c_long Δ_long.
-      delta = _flat(tff.learning.models.ModelWeights(
+      delta = utils.flat(tff.learning.models.ModelWeights(
           trainable=list(start), non_trainable=[])) - got_nova
       coefs, *_ = np.linalg.lstsq(np.stack(info['deltas'], axis=1), delta,
                                   rcond=None)
@@ -247,38 +197,17 @@ def test_unequal_steps_match_numpy_reference_and_damp_the_long_client(
 
 def test_non_finite_client_gets_weight_zero_and_is_counted(linear_processes):
   nova, _, _ = linear_processes
-  _, a = _linear_client(5, num_examples=6, batch_size=2)
-  _, b = _linear_client(6, num_examples=8, batch_size=4)
-  _, bad = _linear_client(7, num_examples=4, batch_size=2, nan=True)
-  state = _with_weights(nova, *_W0)
-  with_bad = nova.next(state, [a, b, bad])
-  without = nova.next(state, [a, b])
-  np.testing.assert_allclose(_flat(nova.get_model_weights(with_bad.state)),
-                             _flat(nova.get_model_weights(without.state)),
-                             atol=1e-7)
-  assert with_bad.metrics['client_work']['num_non_finite_clients'] == 1
-  assert without.metrics['client_work']['num_non_finite_clients'] == 0
+  _, a = utils.linear_client(5, num_examples=6, batch_size=2)
+  _, b = utils.linear_client(6, num_examples=8, batch_size=4)
+  _, bad = utils.linear_client(7, num_examples=4, batch_size=2, nan=True)
+  with_bad = utils.check_non_finite_client_is_left_out(
+      nova, [a, b], bad, counted_by='client_work')
   # The diverged client's training metrics are left out as well.
   assert with_bad.metrics['client_work']['train']['num_examples'] == 14
-  assert with_bad.metrics['finalizer']['update_non_finite'] == 0
-  assert np.all(np.isfinite(_flat(nova.get_model_weights(with_bad.state))))
 
 
 def test_type_signatures_and_learning_process_api(linear_processes):
   nova, _, _ = linear_processes
-  assert isinstance(nova, tff.learning.templates.LearningProcess)
-  weights_type = tff.learning.models.weights_type_from_model(_linear_model_fn)
-  data_type = tff.FederatedType(
-      tff.SequenceType(((np.float32, [None, _DIM]), (np.float32, [None, 1]))),
-      tff.CLIENTS)
-  state_type = nova.initialize.type_signature.result
-  assert nova.initialize.type_signature.parameter is None
-  assert state_type.placement == tff.SERVER
-  assert state_type.member.global_model_weights.is_equivalent_to(weights_type)
-  state_param, data_param = nova.next.type_signature.parameter
-  assert state_param.is_equivalent_to(state_type)
-  assert data_param.is_equivalent_to(data_type)
-  assert nova.next.type_signature.result.state.is_equivalent_to(state_type)
   metrics_type = tff.FederatedType(collections.OrderedDict(
       distributor=(),
       client_work=collections.OrderedDict(
@@ -292,57 +221,28 @@ def test_type_signatures_and_learning_process_api(linear_processes):
           mean_normalizing_factor=np.float32),
       finalizer=collections.OrderedDict(update_non_finite=np.int32),
   ), tff.SERVER)
-  assert nova.next.type_signature.result.metrics.is_equivalent_to(metrics_type)
-  assert nova.get_model_weights.type_signature.result.is_equivalent_to(
-      weights_type)
-  # set_model_weights then get_model_weights is the identity.
-  state = _with_weights(nova, *_W0)
-  got = nova.get_model_weights(state)
-  np.testing.assert_array_equal(got.trainable[0], _W0[0])
-  np.testing.assert_array_equal(got.trainable[1], _W0[1])
-  hparams = nova.get_hparams(state)
+  hparams = utils.check_learning_process_api(nova, metrics_type)
   assert hparams['client_work']['momentum'] == pytest.approx(0.5)
   assert hparams['finalizer']['learning_rate'] == pytest.approx(1.0)
 
 
 def test_round_splits_across_workers_with_the_same_result(linear_processes):
-  # TFF's mergeable context refuses an aggregation that depends on another:
-  # running the round on two workers checks FedNova's single aggregation.
+  # Checks FedNova's single aggregation (see the helper).
   nova, _, _ = linear_processes
-  data = [_linear_client(s, num_examples=2 * s, batch_size=2)[1]
+  data = [utils.linear_client(s, num_examples=2 * s, batch_size=2)[1]
           for s in (1, 2, 3)]
-  state = _with_weights(nova, *_W0)
-  local = nova.next(state, data)
-  stack = tff.framework.get_context_stack()
-  saved, before = stack.current, runtime.started_workers()
-  try:
-    runtime.set_multi_worker_context(local_workers=2)
-    merged = nova.next(state, data)
-  finally:
-    stack.set_default_context(saved)
-    for worker in runtime.started_workers():
-      if worker not in before:
-        worker.stop()
-  np.testing.assert_allclose(_flat(nova.get_model_weights(merged.state)),
-                             _flat(nova.get_model_weights(local.state)),
-                             atol=1e-6)
+  merged = utils.check_round_splits_across_workers(
+      nova, utils.with_weights(nova, *utils.W0), data)
   assert merged.metrics['client_work']['mean_local_steps'] == pytest.approx(2.0)
 
 
 def test_argument_checks():
-  sgd = tff.learning.optimizers.build_sgdm(0.1)
-  with pytest.raises(ValueError, match='momentum'):
-    fednova.build_fednova_process(
-        _linear_model_fn,
-        client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.1, momentum=0.9))
-  with pytest.raises(ValueError, match='client_momentum'):
-    fednova.build_fednova_process(_linear_model_fn, client_optimizer_fn=sgd,
-                                  client_momentum=1.0)
-  with pytest.raises(TypeError, match='client_optimizer_fn'):
-    fednova.build_fednova_process(_linear_model_fn,
-                                  client_optimizer_fn=tf.keras.optimizers.SGD())
-  with pytest.raises(TypeError, match='model_aggregator'):
-    fednova.build_fednova_process(_linear_model_fn, client_optimizer_fn=sgd,
-                                  model_aggregator=tff.aggregators.SumFactory())
-  with pytest.raises(TypeError, match='model_fn'):
-    fednova.build_fednova_process(_linear_model_fn(), client_optimizer_fn=sgd)
+  momentum_sgd = tff.learning.optimizers.build_sgdm(0.1, momentum=0.9)
+  utils.check_argument_checks(
+      fednova.build_fednova_process,
+      wrong_model_aggregator=tff.aggregators.SumFactory(),
+      value_errors={
+          # The optimizer's momentum is not client_momentum (default 0).
+          'momentum': dict(client_optimizer_fn=momentum_sgd),
+          'client_momentum': dict(client_momentum=1.0),
+      })

@@ -22,6 +22,7 @@ import tensorflow_federated as tff
 from tff_hgb import losses
 from tff_hgb import models
 from tff_hgb import ogr
+from tff_hgb import process_utils
 
 # How the heads' losses are weighted during local training.
 BLEND_OGR = 'ogr'          # M-GB: z^k from ΔG/ΔO² after the warm-up.
@@ -260,7 +261,7 @@ def build_hgb_client_update(model_fn: Callable[[], models.MultiModalModel],
 
     update = tf.nest.map_structure(tf.subtract, initial_weights.trainable,
                                    model_weights.trainable)
-    update, non_finite = _zero_all_if_any_non_finite(update)
+    update, non_finite = process_utils.zero_all_if_any_non_finite(update)
     rejected = tf.cast(non_finite, tf.float32)
     accepted = 1.0 - rejected
     example_weight = tf.cast(num_examples, tf.float32) * accepted
@@ -307,14 +308,6 @@ def _num_batches(dataset):
   return tf.cond(
       cardinality >= 0, lambda: cardinality,
       lambda: dataset.reduce(tf.constant(0, tf.int32), lambda n, _: n + 1))
-
-
-def _zero_all_if_any_non_finite(structure):
-  flat = tf.nest.flatten(structure)
-  finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in flat])
-  zeroed = tf.nest.map_structure(tf.zeros_like, structure)
-  return tf.cond(finite, lambda: (structure, tf.constant(0, tf.int32)),
-                 lambda: (zeroed, tf.constant(1, tf.int32)))
 
 
 def build_hgb_client_work(

@@ -20,6 +20,7 @@ import tensorflow_federated as tff
 from tff_hgb import aggregation
 from tff_hgb import client_work as client_work_lib
 from tff_hgb import models
+from tff_hgb import process_utils
 
 DEFAULT_SERVER_OPTIMIZER_FN = lambda: tff.learning.optimizers.build_sgdm(  # pylint: disable=g-long-lambda
     learning_rate=1.0)
@@ -53,18 +54,6 @@ DEFAULT_VALIDATION_SOURCE = 'local'
 
 OptimizerArg = Union[tff.learning.optimizers.Optimizer,
                      Callable[[], tff.learning.optimizers.Optimizer]]
-
-
-def _as_optimizer(optimizer: OptimizerArg, name: str):
-  if isinstance(optimizer, tff.learning.optimizers.Optimizer):
-    return optimizer
-  if callable(optimizer):
-    built = optimizer()
-    if isinstance(built, tff.learning.optimizers.Optimizer):
-      return built
-  raise TypeError(f'{name} must be a tff.learning.optimizers.Optimizer or a '
-                  'no-argument callable returning one (Keras optimizers are '
-                  f'not supported by TFF 0.87), got {type(optimizer).__name__}.')
 
 
 def build_hgb_process(
@@ -137,8 +126,9 @@ def build_hgb_process(
       max_client_share = DEFAULT_MAX_CLIENT_SHARE
   if hparam_overrides:
     hparams = dataclasses.replace(hparams, **hparam_overrides)
-  client_optimizer = _as_optimizer(client_optimizer_fn, 'client_optimizer_fn')
-  server_optimizer = _as_optimizer(
+  client_optimizer = process_utils.as_optimizer(client_optimizer_fn,
+                                               'client_optimizer_fn')
+  server_optimizer = process_utils.as_optimizer(
       server_optimizer_fn or DEFAULT_SERVER_OPTIMIZER_FN, 'server_optimizer_fn')
 
   @tff.tensorflow.computation

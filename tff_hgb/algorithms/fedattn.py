@@ -40,7 +40,8 @@ The maths are plain TensorFlow functions (`layer_distances`,
 `attention_terms`, `attention_step`); the TFF plumbing composes TFF's broadcast
 distributor, TFF's model-delta client work (uniform weighting: weight 1, or 0
 for a client whose delta is non-finite), an attention aggregator and TFF's
-`build_apply_optimizer_finalizer`.
+`build_apply_optimizer_finalizer` (argument checks and composition:
+`tff_hgb.process_utils`, shared with FedNova).
 """
 
 import collections
@@ -51,13 +52,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_hgb import process_utils
+
 DEFAULT_EPSILON = 1.2
 DEFAULT_MAX_DISTANCE = 50.0
 DEFAULT_LOOP_IMPLEMENTATION = tff.learning.LoopImplementation.DATASET_REDUCE
-# ε is applied by the aggregator, so the default server step is plain SGD with
-# learning rate 1.0 (w ← w - ε Σ α Δ), as in TFF's FedAvg.
-DEFAULT_SERVER_OPTIMIZER_FN = lambda: tff.learning.optimizers.build_sgdm(  # pylint: disable=g-long-lambda
-    learning_rate=1.0)
 
 WEIGHTED_DELTA_KEY = 'weighted_delta'
 SCORE_KEY = 'score'
@@ -153,13 +152,8 @@ def _build_aggregator(
   def client_terms(model_delta, weight):
     return attention_terms(model_delta, weight, max_distance)
 
-  terms_type = client_terms.type_signature.result
-  inner = sum_factory.create(terms_type)
-  inner_result_type = inner.next.type_signature.result.result.member
-  if not inner_result_type.is_equivalent_to(terms_type):
-    raise TypeError(
-        '`model_aggregator` must return a value of the type it aggregates; '
-        f'got {inner_result_type} for {terms_type}.')
+  inner, inner_result_type = process_utils.create_type_preserving_aggregation(
+      sum_factory, client_terms.type_signature.result)
 
   @tff.tensorflow.computation(inner_result_type)
   def server_step(summed_terms):
@@ -169,25 +163,9 @@ def _build_aggregator(
   def num_excluded(summed_terms):
     return tf.cast(tf.round(summed_terms[EXCLUDED_KEY]), tf.int32)
 
-  @tff.federated_computation
-  def init_fn():
-    return inner.initialize()
-
-  @tff.federated_computation(
-      init_fn.type_signature.result,
-      tff.FederatedType(value_type, tff.CLIENTS),
-      tff.FederatedType(np.float32, tff.CLIENTS))
-  def next_fn(state, model_delta, weight):
-    terms = tff.federated_map(client_terms, (model_delta, weight))
-    output = inner.next(state, terms)
-    measurements = tff.federated_zip(collections.OrderedDict(
-        model_aggregator=output.measurements,
-        num_non_finite_clients=tff.federated_map(num_excluded, output.result)))
-    return tff.templates.MeasuredProcessOutput(
-        output.state, tff.federated_map(server_step, output.result),
-        measurements)
-
-  return tff.templates.AggregationProcess(init_fn, next_fn)
+  return process_utils.build_aggregation_with_server_step(
+      inner, value_type, client_step=client_terms, server_step=server_step,
+      measurement_name='num_non_finite_clients', measurement=num_excluded)
 
 
 # ----------------------------------------------------------------------------
@@ -196,8 +174,7 @@ def _build_aggregator(
 
 
 def _check_positive_float(value, name):
-  if isinstance(value, bool) or not isinstance(value, (int, float)):
-    raise TypeError(f'`{name}` must be a float; got {value!r}.')
+  process_utils.check_float(value, name)
   if not np.isfinite(value) or value <= 0:
     raise ValueError(f'`{name}` must be a positive finite number; got {value}.')
 
@@ -214,7 +191,7 @@ def build_fedattn_process(
     metrics_aggregator: Optional[Callable[..., tff.Computation]] = None,
     loop_implementation: tff.learning.LoopImplementation = DEFAULT_LOOP_IMPLEMENTATION,
 ) -> tff.learning.templates.LearningProcess:
-  """Builds a `tff.learning.templates.LearningProcess` running FedAttn.
+  """Returns a `tff.learning.templates.LearningProcess` running FedAttn.
 
   Each round the server model w is broadcast; client k trains it with
   `client_optimizer_fn` over its dataset (one step per batch; repeat the
@@ -225,24 +202,14 @@ def build_fedattn_process(
   weighted by their number of examples (as in the paper). A client whose delta
   has a non-finite entry is excluded from the attention and counted.
 
-  The process has the methods of `tff.learning.templates.LearningProcess`:
-
-  *   `initialize`: `( -> S@SERVER)`, `S` a
-      `tff.learning.templates.LearningAlgorithmState`.
-  *   `next`: `(<S@SERVER, {B*}@CLIENTS> -> <state=S@SERVER, metrics=M@SERVER>)`
-      where `B` is the model's `input_spec` and `M` is
-      `<distributor=<>, client_work=<train=<model metrics>>,
-      aggregator=<model_aggregator=..., num_non_finite_clients=int32>,
-      finalizer=<update_non_finite=int32>>`.
-  *   `get_model_weights`: `(S -> W)`; `set_model_weights`: `(<S, W> -> S)`,
-      `W` the `tff.learning.models.ModelWeights` of the model.
-  *   `get_hparams` / `set_hparams`: client and server optimizer
-      hyperparameters.
+  The process has the methods and types listed in
+  `tff_hgb.process_utils.compose_broadcast_process`, with the metrics
+  `M = <distributor=<>, client_work=<train=<model metrics>>,
+  aggregator=<model_aggregator=..., num_non_finite_clients=int32>,
+  finalizer=<update_non_finite=int32>>`.
 
   Args:
-    model_fn: A no-arg function returning a new
-      `tff.learning.models.VariableModel` on each call (it must not capture
-      TensorFlow tensors or variables).
+    model_fn: Returns a new `tff.learning.models.VariableModel` per call.
     client_optimizer_fn: A `tff.learning.optimizers.Optimizer` for local
       training.
     epsilon: ε > 0, the step size of the attentive server update.
@@ -255,76 +222,38 @@ def build_fedattn_process(
     model_aggregator: A `tff.aggregators.UnweightedAggregationFactory` summing
       the per-layer struct `(exp(d) Δ, exp(d))` over clients. Default:
       `tff.aggregators.SumFactory()`.
-    metrics_aggregator: As in `tff.learning.algorithms.build_weighted_fed_avg`.
-      Default: `tff.learning.metrics.sum_then_finalize`.
-    loop_implementation: A `tff.learning.LoopImplementation` for the local
-      training loop.
-
-  Returns:
-    A `tff.learning.templates.LearningProcess`.
+    metrics_aggregator: See `tff_hgb.process_utils.check_process_arguments`.
+    loop_implementation: See `tff_hgb.process_utils.check_process_arguments`.
 
   Raises:
     TypeError: If an argument is not of the documented type.
     ValueError: If `epsilon` or `max_distance` is not a positive finite number,
       or `max_distance` would overflow float32 in exp.
   """
-  if not callable(model_fn):
-    raise TypeError('`model_fn` must be a no-arg callable returning a '
-                    f'`tff.learning.models.VariableModel`; got {type(model_fn)}.')
-  if not isinstance(client_optimizer_fn, tff.learning.optimizers.Optimizer):
-    raise TypeError('`client_optimizer_fn` must be a '
-                    '`tff.learning.optimizers.Optimizer`; got '
-                    f'{type(client_optimizer_fn)}.')
-  if server_optimizer_fn is None:
-    server_optimizer_fn = DEFAULT_SERVER_OPTIMIZER_FN()
-  if not isinstance(server_optimizer_fn, tff.learning.optimizers.Optimizer):
-    raise TypeError('`server_optimizer_fn` must be a '
-                    '`tff.learning.optimizers.Optimizer`; got '
-                    f'{type(server_optimizer_fn)}.')
+  args = process_utils.check_process_arguments(
+      model_fn, client_optimizer_fn=client_optimizer_fn,
+      server_optimizer_fn=server_optimizer_fn,
+      metrics_aggregator=metrics_aggregator,
+      loop_implementation=loop_implementation)
   _check_positive_float(epsilon, 'epsilon')
   _check_positive_float(max_distance, 'max_distance')
   if max_distance > _FLOAT32_MAX_EXP_ARGUMENT:
     raise ValueError(f'`max_distance`={max_distance} overflows float32 in '
                      f'exp; use at most {_FLOAT32_MAX_EXP_ARGUMENT}.')
-  if model_aggregator is None:
-    model_aggregator = tff.aggregators.SumFactory()
-  if not isinstance(model_aggregator,
-                    tff.aggregators.UnweightedAggregationFactory):
-    raise TypeError('`model_aggregator` must be a '
-                    '`tff.aggregators.UnweightedAggregationFactory`; got '
-                    f'{type(model_aggregator)}.')
-  if metrics_aggregator is None:
-    metrics_aggregator = tff.learning.metrics.sum_then_finalize
-  if not callable(metrics_aggregator):
-    raise TypeError('`metrics_aggregator` must be callable; got '
-                    f'{type(metrics_aggregator)}.')
-  if not isinstance(loop_implementation, tff.learning.LoopImplementation):
-    raise TypeError('`loop_implementation` must be a '
-                    '`tff.learning.LoopImplementation`; got '
-                    f'{loop_implementation!r}.')
+  model_aggregator = process_utils.model_aggregator_or_default(
+      model_aggregator, tff.aggregators.UnweightedAggregationFactory,
+      tff.aggregators.SumFactory)
 
-  @tff.tensorflow.computation
-  def initial_model_weights_fn():
-    model = model_fn()
-    if not isinstance(model, tff.learning.models.VariableModel):
-      raise TypeError('`model_fn` must return a '
-                      '`tff.learning.models.VariableModel`; got '
-                      f'{type(model)}.')
-    return tff.learning.models.ModelWeights.from_model(model)
-
-  model_weights_type = initial_model_weights_fn.type_signature.result
-  distributor = tff.learning.templates.build_broadcast_process(
-      model_weights_type)
+  initial_model_weights_fn = process_utils.initial_model_weights_computation(
+      model_fn)
   client_work = tff.learning.templates.build_model_delta_client_work(
-      model_fn, client_optimizer_fn,
+      model_fn, args.client_optimizer,
       client_weighting=tff.learning.ClientWeighting.UNIFORM,
-      metrics_aggregator=metrics_aggregator,
+      metrics_aggregator=args.metrics_aggregator,
       loop_implementation=loop_implementation)
   aggregator = _build_aggregator(
-      model_weights_type.trainable, epsilon=float(epsilon),
-      max_distance=float(max_distance), sum_factory=model_aggregator)
-  finalizer = tff.learning.templates.build_apply_optimizer_finalizer(
-      server_optimizer_fn, model_weights_type)
-  return tff.learning.templates.compose_learning_process(
-      initial_model_weights_fn, distributor, client_work, aggregator,
-      finalizer)
+      initial_model_weights_fn.type_signature.result.trainable,
+      epsilon=float(epsilon), max_distance=float(max_distance),
+      sum_factory=model_aggregator)
+  return process_utils.compose_broadcast_process(
+      initial_model_weights_fn, client_work, aggregator, args.server_optimizer)

@@ -31,9 +31,10 @@ parts. No aggregation depends on another, so TFF's mergeable execution context
 can split a round's clients across workers.
 
 The maths are plain TensorFlow functions (`normalizing_factor`,
-`normalize_update`, `denormalize_update`, `zero_if_non_finite`); the TFF
-plumbing composes TFF's broadcast distributor, a client work that counts local
-steps, a FedNova aggregator and TFF's `build_apply_optimizer_finalizer`.
+`normalize_update`, `denormalize_update`); the TFF plumbing composes TFF's
+broadcast distributor, a client work that counts local steps, a FedNova
+aggregator and TFF's `build_apply_optimizer_finalizer` (argument checks and
+composition: `tff_hgb.process_utils`, shared with FedAttn).
 """
 
 import collections
@@ -45,12 +46,10 @@ import tensorflow as tf
 import tensorflow_federated as tff
 from tensorflow_federated.python.learning import loop_builder
 
+from tff_hgb import process_utils
+
 DEFAULT_CLIENT_MOMENTUM = 0.0
 DEFAULT_LOOP_IMPLEMENTATION = tff.learning.LoopImplementation.DATASET_REDUCE
-# As in `tff.learning.algorithms.build_weighted_fed_avg`: a server SGD step of
-# learning rate 1.0 adds the aggregated delta to the server model.
-DEFAULT_SERVER_OPTIMIZER_FN = lambda: tff.learning.optimizers.build_sgdm(  # pylint: disable=g-long-lambda
-    learning_rate=1.0)
 
 NORMALIZED_DELTA_KEY = 'normalized_delta'
 NORMALIZING_FACTOR_KEY = 'normalizing_factor'
@@ -83,20 +82,6 @@ def normalizing_factor(num_steps, momentum) -> tf.Tensor:
   rho = tf.cast(momentum, tf.float64)
   geometric = rho * (1.0 - tf.pow(rho, tau)) / (1.0 - rho)
   return tf.cast((tau - geometric) / (1.0 - rho), tf.float32)
-
-
-def zero_if_non_finite(structure: Any) -> tuple[Any, tf.Tensor]:
-  """Returns `(structure, 0)`, or `(zeros, 1)` if any entry is not finite."""
-  flat = tf.nest.flatten(structure)
-  if not flat:
-    return structure, tf.constant(0, tf.int32)
-  all_finite = tf.reduce_all(
-      [tf.reduce_all(tf.math.is_finite(t)) for t in flat])
-  return tf.cond(
-      all_finite,
-      lambda: (structure, tf.constant(0, tf.int32)),
-      lambda: (tf.nest.map_structure(tf.zeros_like, structure),
-               tf.constant(1, tf.int32)))
 
 
 def normalize_update(model_delta: Any, factor: tf.Tensor) -> Any:
@@ -205,7 +190,8 @@ def _build_local_training_fn(
     num_examples, num_steps, _ = training_loop(reduce_fn, data, initial_state)
     model_delta = tf.nest.map_structure(tf.subtract, initial_weights.trainable,
                                         model_weights.trainable)
-    model_delta, non_finite = zero_if_non_finite(model_delta)
+    model_delta, non_finite = process_utils.zero_all_if_any_non_finite(
+        model_delta)
     if non_finite > 0:
       model.reset_metrics()
     return LocalTrainingOutput(model_delta, num_examples, num_steps,
@@ -240,8 +226,7 @@ def _build_client_work(
   data_type = tff.SequenceType(tff.types.tensorflow_to_type(model.input_spec))
   weights_type = tff.learning.models.weights_type_from_model(model)
 
-  whimsy_state = optimizer.initialize(tf.TensorSpec((), tf.float32))
-  initial_hparams = optimizer.get_hparams(whimsy_state)
+  initial_hparams = process_utils.optimizer_hparams(optimizer)
 
   @tff.federated_computation
   def init_fn():
@@ -306,12 +291,8 @@ def _build_aggregator(
   weights' type. Measurements: those of `model_aggregator` and the mean
   normalizing factor Σ p_k a_k (the effective number of local steps).
   """
-  inner = model_aggregator.create(update_type, tff.TensorType(np.float32))
-  inner_result_type = inner.next.type_signature.result.result.member
-  if not inner_result_type.is_equivalent_to(update_type):
-    raise TypeError(
-        '`model_aggregator` must return a value of the type it aggregates; '
-        f'got {inner_result_type} for {update_type}.')
+  inner, inner_result_type = process_utils.create_type_preserving_aggregation(
+      model_aggregator, update_type, tff.TensorType(np.float32))
 
   @tff.tensorflow.computation(inner_result_type)
   def server_delta(mean_update):
@@ -321,24 +302,9 @@ def _build_aggregator(
   def mean_factor(mean_update):
     return mean_update[NORMALIZING_FACTOR_KEY]
 
-  @tff.federated_computation
-  def init_fn():
-    return inner.initialize()
-
-  @tff.federated_computation(
-      init_fn.type_signature.result,
-      tff.FederatedType(update_type, tff.CLIENTS),
-      tff.FederatedType(np.float32, tff.CLIENTS))
-  def next_fn(state, update, weight):
-    output = inner.next(state, update, weight)
-    measurements = tff.federated_zip(collections.OrderedDict(
-        model_aggregator=output.measurements,
-        mean_normalizing_factor=tff.federated_map(mean_factor, output.result)))
-    return tff.templates.MeasuredProcessOutput(
-        output.state, tff.federated_map(server_delta, output.result),
-        measurements)
-
-  return tff.templates.AggregationProcess(init_fn, next_fn)
+  return process_utils.build_aggregation_with_server_step(
+      inner, update_type, server_step=server_delta,
+      measurement_name='mean_normalizing_factor', measurement=mean_factor)
 
 
 # ----------------------------------------------------------------------------
@@ -356,7 +322,7 @@ def build_fednova_process(
     metrics_aggregator: Optional[Callable[..., tff.Computation]] = None,
     loop_implementation: tff.learning.LoopImplementation = DEFAULT_LOOP_IMPLEMENTATION,
 ) -> tff.learning.templates.LearningProcess:
-  """Builds a `tff.learning.templates.LearningProcess` running FedNova.
+  """Returns a `tff.learning.templates.LearningProcess` running FedNova.
 
   Each round the server model w is broadcast; client k trains it with
   `client_optimizer_fn` over its dataset (one optimizer step per batch; repeat
@@ -367,25 +333,15 @@ def build_fednova_process(
   1.0: w ← w - Δ). A client whose delta has a non-finite entry gets weight 0
   (as in TFF's FedAvg) and is counted.
 
-  The process has the methods of `tff.learning.templates.LearningProcess`:
-
-  *   `initialize`: `( -> S@SERVER)`, `S` a
-      `tff.learning.templates.LearningAlgorithmState`.
-  *   `next`: `(<S@SERVER, {B*}@CLIENTS> -> <state=S@SERVER, metrics=M@SERVER>)`
-      where `B` is the model's `input_spec` and `M` is
-      `<distributor=<>, client_work=<train=<model metrics>,
-      mean_local_steps=float32, num_non_finite_clients=int32>,
-      aggregator=<model_aggregator=..., mean_normalizing_factor=float32>,
-      finalizer=<update_non_finite=int32>>`.
-  *   `get_model_weights`: `(S -> W)`; `set_model_weights`: `(<S, W> -> S)`,
-      `W` the `tff.learning.models.ModelWeights` of the model.
-  *   `get_hparams` / `set_hparams`: client and server optimizer
-      hyperparameters.
+  The process has the methods and types listed in
+  `tff_hgb.process_utils.compose_broadcast_process`, with the metrics
+  `M = <distributor=<>, client_work=<train=<model metrics>,
+  mean_local_steps=float32, num_non_finite_clients=int32>,
+  aggregator=<model_aggregator=..., mean_normalizing_factor=float32>,
+  finalizer=<update_non_finite=int32>>`.
 
   Args:
-    model_fn: A no-arg function returning a new
-      `tff.learning.models.VariableModel` on each call (it must not capture
-      TensorFlow tensors or variables).
+    model_fn: Returns a new `tff.learning.models.VariableModel` per call.
     client_optimizer_fn: A `tff.learning.optimizers.Optimizer` for local
       training, e.g. `tff.learning.optimizers.build_sgdm(0.1, momentum=ρ)`.
     server_optimizer_fn: A `tff.learning.optimizers.Optimizer` applying Δ at
@@ -397,81 +353,40 @@ def build_fednova_process(
     model_aggregator: A `tff.aggregators.WeightedAggregationFactory` that
       averages the struct `(Δ_k / a_k, a_k)` with weights n_k. Default:
       `tff.aggregators.MeanFactory()`.
-    metrics_aggregator: As in `tff.learning.algorithms.build_weighted_fed_avg`.
-      Default: `tff.learning.metrics.sum_then_finalize`.
-    loop_implementation: A `tff.learning.LoopImplementation` for the local
-      training loop.
-
-  Returns:
-    A `tff.learning.templates.LearningProcess`.
+    metrics_aggregator: See `tff_hgb.process_utils.check_process_arguments`.
+    loop_implementation: See `tff_hgb.process_utils.check_process_arguments`.
 
   Raises:
     TypeError: If an argument is not of the documented type.
     ValueError: If `client_momentum` is outside [0, 1) or disagrees with the
       client optimizer's momentum.
   """
-  if not callable(model_fn):
-    raise TypeError('`model_fn` must be a no-arg callable returning a '
-                    f'`tff.learning.models.VariableModel`; got {type(model_fn)}.')
-  if not isinstance(client_optimizer_fn, tff.learning.optimizers.Optimizer):
-    raise TypeError('`client_optimizer_fn` must be a '
-                    '`tff.learning.optimizers.Optimizer`; got '
-                    f'{type(client_optimizer_fn)}.')
-  if server_optimizer_fn is None:
-    server_optimizer_fn = DEFAULT_SERVER_OPTIMIZER_FN()
-  if not isinstance(server_optimizer_fn, tff.learning.optimizers.Optimizer):
-    raise TypeError('`server_optimizer_fn` must be a '
-                    '`tff.learning.optimizers.Optimizer`; got '
-                    f'{type(server_optimizer_fn)}.')
-  if (isinstance(client_momentum, bool) or
-      not isinstance(client_momentum, (int, float))):
-    raise TypeError(f'`client_momentum` must be a float; got {client_momentum!r}.')
+  args = process_utils.check_process_arguments(
+      model_fn, client_optimizer_fn=client_optimizer_fn,
+      server_optimizer_fn=server_optimizer_fn,
+      metrics_aggregator=metrics_aggregator,
+      loop_implementation=loop_implementation)
+  process_utils.check_float(client_momentum, 'client_momentum')
   if not 0.0 <= client_momentum < 1.0:
     raise ValueError(
         f'`client_momentum` must be in [0, 1); got {client_momentum}.')
-  hparams = client_optimizer_fn.get_hparams(
-      client_optimizer_fn.initialize(tf.TensorSpec((), tf.float32)))
+  hparams = process_utils.optimizer_hparams(args.client_optimizer)
   optimizer_momentum = float(hparams.get(_MOMENTUM_HPARAM, 0.0))
   if not np.isclose(optimizer_momentum, client_momentum, rtol=0, atol=1e-7):
     raise ValueError(
         f'`client_momentum`={client_momentum} but the client optimizer uses '
         f'momentum {optimizer_momentum}; FedNova needs the momentum the '
         'clients really use to compute a_k.')
-  if model_aggregator is None:
-    model_aggregator = tff.aggregators.MeanFactory()
-  if not isinstance(model_aggregator, tff.aggregators.WeightedAggregationFactory):
-    raise TypeError('`model_aggregator` must be a '
-                    '`tff.aggregators.WeightedAggregationFactory`; got '
-                    f'{type(model_aggregator)}.')
-  if metrics_aggregator is None:
-    metrics_aggregator = tff.learning.metrics.sum_then_finalize
-  if not callable(metrics_aggregator):
-    raise TypeError('`metrics_aggregator` must be callable; got '
-                    f'{type(metrics_aggregator)}.')
-  if not isinstance(loop_implementation, tff.learning.LoopImplementation):
-    raise TypeError('`loop_implementation` must be a '
-                    '`tff.learning.LoopImplementation`; got '
-                    f'{loop_implementation!r}.')
+  model_aggregator = process_utils.model_aggregator_or_default(
+      model_aggregator, tff.aggregators.WeightedAggregationFactory,
+      tff.aggregators.MeanFactory)
 
-  @tff.tensorflow.computation
-  def initial_model_weights_fn():
-    model = model_fn()
-    if not isinstance(model, tff.learning.models.VariableModel):
-      raise TypeError('`model_fn` must return a '
-                      '`tff.learning.models.VariableModel`; got '
-                      f'{type(model)}.')
-    return tff.learning.models.ModelWeights.from_model(model)
-
-  model_weights_type = initial_model_weights_fn.type_signature.result
-  distributor = tff.learning.templates.build_broadcast_process(
-      model_weights_type)
-  client_work = _build_client_work(model_fn, client_optimizer_fn,
-                                   float(client_momentum), metrics_aggregator,
-                                   loop_implementation)
+  initial_model_weights_fn = process_utils.initial_model_weights_computation(
+      model_fn)
+  client_work = _build_client_work(model_fn, args.client_optimizer,
+                                   float(client_momentum),
+                                   args.metrics_aggregator, loop_implementation)
   update_type = client_work.next.type_signature.result.result.member.update
   aggregator = _build_aggregator(model_aggregator, update_type)
-  finalizer = tff.learning.templates.build_apply_optimizer_finalizer(
-      server_optimizer_fn, model_weights_type)
-  return tff.learning.templates.compose_learning_process(
-      initial_model_weights_fn, distributor, client_work, aggregator,
-      finalizer)
+  return process_utils.compose_broadcast_process(
+      initial_model_weights_fn, client_work, aggregator, args.server_optimizer)
