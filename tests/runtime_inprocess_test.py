@@ -318,6 +318,50 @@ def test_intrinsics_match_tff_runtime(restore_context, compiled):
   assert {e['device'] for e in context.placement_log} == {'/device:CPU:0'}
 
 
+@tff.tensorflow.computation(np.float32, np.float32)
+def _order_sensitive_accumulate(accumulator, value):
+  return accumulator * 3.0 + value  # The fold's order shows in the result.
+
+
+@tff.tensorflow.computation(np.float32, np.float32)
+def _merge_floats(a, b):
+  return a + b
+
+
+@tff.tensorflow.computation(np.float32)
+def _report_float(a):
+  return a
+
+
+@tff.federated_computation(tff.FederatedType(np.float32, tff.CLIENTS))
+def _ordered_aggregate(values):
+  return tff.federated_aggregate(values, np.float32(1.0),
+                                 _order_sensitive_accumulate, _merge_floats,
+                                 _report_float)
+
+
+def test_aggregate_folds_clients_in_order_in_one_traced_call(restore_context):
+  values = [2.0, -1.0, 0.5, 4.0]
+  expected = 1.0
+  for v in values:
+    expected = expected * 3.0 + v
+  assert _ordered_aggregate(values) == pytest.approx(expected)  # C++ runtime.
+  context = inprocess.InProcessContext(['/device:CPU:0'])
+  tff.framework.get_context_stack().set_default_context(context)
+  def fold_traces():
+    return sum(f.fold_traces for f in list(
+        inprocess._TF_FUNCTIONS.values()))  # pylint: disable=protected-access
+
+  before = fold_traces()
+  for round_values in (values, [v + 1.0 for v in values], values):
+    want = 1.0
+    for v in round_values:
+      want = want * 3.0 + v
+    assert _ordered_aggregate(round_values) == pytest.approx(want)
+  # One trace for four clients, reused by the later calls.
+  assert fold_traces() - before == 1
+
+
 def test_learning_process_runs_in_this_process_too(restore_context):
   # One device needs no configuration, so it also works after TF started.
   context = runtime.set_inprocess_context('cpu')

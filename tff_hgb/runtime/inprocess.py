@@ -534,6 +534,8 @@ class _TensorFlowFunction:
     self._parameter_leaves = _leaf_types(self.parameter_type)
     self._result_leaves = _leaf_types(self.result_type)
     self._instances: dict[tuple[str, str], _Imported] = {}
+    self._folds: dict[tuple[str, str, int], Callable] = {}
+    self.fold_traces = 0
 
   def _renamed_graph_def(self):
     with self._lock:
@@ -580,6 +582,68 @@ class _TensorFlowFunction:
         init_op = main.graph.get_operation_by_name(init_op)
       init = main.prune(feeds=found['inputs'], fetches=[init_op])
     return _Imported(main, init)
+
+  def foldable(self) -> bool:
+    """Whether `fold` applies: (<A, V> -> A) over tensors only."""
+    parameter = self.parameter_type
+    if not (isinstance(parameter, _StructType) and len(parameter) == 2):
+      return False
+    if any(isinstance(t, _SequenceType) for t in self._parameter_leaves):
+      return False
+    accumulator_type = parameter[0]
+    return (self.result_type is not None and
+            accumulator_type.is_equivalent_to(self.result_type))
+
+  def fold(self, accumulator, values, device: str, slot: str):
+    """accumulator ← self(<accumulator, v>) for v in values, in ONE call.
+
+    `federated_aggregate` otherwise calls its `accumulate` once per client;
+    each call of an imported graph costs ~1 ms of Python and eager dispatch
+    for a few microseconds of arithmetic, which made the round's metric and
+    delta aggregations about a third of an in-process round. The folded
+    function calls the same imported graph once per value inside one
+    tf.function (traced once per number of values), so the arithmetic and
+    its order are unchanged. Returns None when the computation has
+    variables to initialise per call (then the caller folds call by call).
+    """
+    imported = self._instance(device, slot)
+    if imported.init is not None:
+      return None
+    accumulator_type, value_type = self.parameter_type[0], self.parameter_type[1]
+    accumulator_leaves = _leaf_types(accumulator_type)
+    value_leaves = _leaf_types(value_type)
+
+    def tensors(leaf_types, value_type_, value):
+      return [x if isinstance(x, tf.Tensor) and x.dtype == _tf_dtype(t) else
+              tf.convert_to_tensor(x, _tf_dtype(t))
+              for t, x in zip(leaf_types, _flatten(value_type_, value))]
+
+    key = (device, slot, len(values))
+    folded = self._folds.get(key)
+    if folded is None:
+      main = imported.main
+
+      def fold_all(initial, all_values):
+        self.fold_traces += 1  # Python runs only while tracing.
+        current = list(initial)
+        for value in all_values:
+          current = list(main(*(current + list(value))))
+        return current
+
+      def spec(t):
+        return tf.TensorSpec(t.shape, _tf_dtype(t))
+
+      # A fixed signature: traced once per number of values, whatever the
+      # (possibly unknown) dimensions of the values.
+      folded = tf.function(fold_all, autograph=False, input_signature=[
+          [spec(t) for t in accumulator_leaves],
+          [[spec(t) for t in value_leaves]] * len(values)])
+      self._folds[key] = folded
+    with tf.device(device), _our_call_options():
+      outputs = folded(
+          tensors(accumulator_leaves, accumulator_type, accumulator),
+          [tensors(value_leaves, value_type, v) for v in values])
+    return _pack(self.result_type, iter(outputs))
 
   def call(self, arg, device: str, slot: str):
     """Runs on `device`; returns (packed result, flat output tensors)."""
@@ -702,6 +766,31 @@ class _BoundTensorFlow:
       context._record(client, device, slot, self._function.name, output_device)  # pylint: disable=protected-access
     return result
 
+  def fold(self, accumulator, values):
+    """`_TensorFlowFunction.fold` on the server's device, or None."""
+    if len(values) < 2 or not self._function.foldable():
+      return None
+    context = self._context
+    return self._function.fold(accumulator, values, context.devices[0],
+                               f'main-{threading.get_ident()}')
+
+
+def _eta_reduced(lam) -> Optional[building_blocks.CompiledComputation]:
+  """The computation c if `lam` is (x -> c(x)) or (x -> let y=c(x) in y)."""
+  bb = building_blocks
+  body = lam.result
+  if isinstance(body, bb.Block) and len(body.locals) == 1:
+    (name, value), result = body.locals[0], body.result
+    if not (isinstance(result, bb.Reference) and result.name == name):
+      return None
+    body = value
+  if (isinstance(body, bb.Call) and
+      isinstance(body.function, bb.CompiledComputation) and
+      isinstance(body.argument, bb.Reference) and
+      body.argument.name == lam.parameter_name):
+    return body.function
+  return None
+
 
 def _contains_call(comp) -> bool:
   if isinstance(comp, (building_blocks.Call, building_blocks.CompiledComputation,
@@ -748,6 +837,11 @@ class _Program:
       argument = self._compile(comp.argument)
       return lambda scope, inv: function(scope, inv)(argument(scope, inv))
     if isinstance(comp, bb.Lambda):
+      wrapped = _eta_reduced(comp)
+      if wrapped is not None:
+        # (x -> comp(x)) is comp itself; as such, `federated_aggregate` can
+        # fold its clients in one call (`_BoundTensorFlow.fold`).
+        return self._compile(wrapped)
       body, parameter = self._compile(comp.result), comp.parameter_name
       inline = not _contains_call(comp.result)
       return lambda scope, inv: _Closure(body, parameter, scope, inv, inline)
@@ -852,6 +946,11 @@ def _federated_zip_at_server(inv, type_signature, arg):
 def _federated_aggregate(inv, type_signature, arg):
   del inv
   values, accumulator, accumulate, _, report = (arg[i] for i in range(5))
+  values = list(values)
+  if isinstance(accumulate, _BoundTensorFlow):
+    folded = accumulate.fold(accumulator, values)
+    if folded is not None:
+      return report(folded)
   pair_type = type_signature.parameter[2].parameter
   for value in values:
     accumulator = accumulate(_struct_of(pair_type, [accumulator, value]))
