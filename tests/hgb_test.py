@@ -94,7 +94,7 @@ def test_prior_starts_uniform_and_modes_keep_their_weighting(clients):
   model_fn = models.build_model_fn(MODALITIES, NUM_CLASSES)
   optimizer = tff.learning.optimizers.build_sgdm(learning_rate=0.2)
   results = {}
-  for mode in ('c_gb', 'm_gb', 'hgb'):
+  for mode in ('c_gb', 'm_gb', 'hgb_paper', 'hgb'):
     process = hgb.build_hgb_process(model_fn, client_optimizer_fn=optimizer,
                                     mode=mode)
     state = process.initialize()
@@ -113,11 +113,20 @@ def test_prior_starts_uniform_and_modes_keep_their_weighting(clients):
   assert m_gb['client_weight/max_share'] == pytest.approx(16 / 36, rel=1e-5)
   assert m_gb['client_weight/effective_clients'] == pytest.approx(
       36**2 / (16**2 + 12**2 + 8**2), rel=1e-5)
-  # hgb/c_gb weight by u_k, which is not proportional to example counts.
-  for mode in ('c_gb', 'hgb'):
+  # hgb_paper/c_gb weight by u_k, which is not proportional to example counts.
+  for mode in ('c_gb', 'hgb_paper'):
     share = results[mode].metrics['client_work']['hgb'][
         'client_weight/max_share']
     assert share != pytest.approx(16 / 36, rel=1e-3)
+  # The default hgb (chosen by the study) weights clients by examples too, and
+  # its prior moves half way (η = 0.5) from uniform to a blend whose fusion
+  # weight is floored at 0.34 on every client.
+  default = results['hgb']
+  assert default.metrics['client_work']['hgb'][
+      'client_weight/max_share'] == pytest.approx(16 / 36, rel=1e-5)
+  prior = np.asarray(default.state.client_work['prior'])
+  assert prior.sum() == pytest.approx(1.0, rel=1e-5)
+  assert prior[-1] >= 0.5 / 3 + 0.5 * 0.34 - 1e-5  # Heads: a, b, fusion.
 
 
 def test_runs_under_run_training_process_and_with_clipping(clients, tmp_path):

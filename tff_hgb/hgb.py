@@ -43,11 +43,17 @@ MODES = {
 
 # The literal paper: no stabiliser.
 PAPER_HPARAMS = client_work_lib.HGBHParams()
-# The default `hgb` configuration (numeric part and client-level switches).
-# Until the study of ALGORITHM.md §5b has chosen one on validation data, it is
-# the paper's.
-DEFAULT_HGB_HPARAMS = PAPER_HPARAMS
-DEFAULT_CLIENT_WEIGHT_MIX = 1.0
+# The default `hgb` configuration, chosen by the study of ALGORITHM.md §5b
+# (`make study`, docs/STUDY.md) among four stabilised candidates on validation
+# data of htad Mixed-B and the synthetic paper regime in case A only: OGR
+# blending of the heads with a floor of ~1/|H| on the fusion head's weight and
+# an EMA (η = 0.5) of the blend across rounds, and clients weighted by their
+# example counts (λ = 0). Every candidate that kept OGR client weights (λ = 1
+# tempered with β = 0.5, or capped at 0.2) scored lower on both settings, as
+# the literal C-GB had (docs/HGB_MODES.md).
+DEFAULT_HGB_HPARAMS = client_work_lib.HGBHParams(fusion_weight_floor=0.34,
+                                                 prior_momentum=0.5)
+DEFAULT_CLIENT_WEIGHT_MIX = 0.0
 DEFAULT_CLIENT_WEIGHT_TEMPER = 0.0  # 0 = off.
 DEFAULT_MAX_CLIENT_SHARE = 0.0  # 0 = off.
 DEFAULT_VALIDATION_SOURCE = 'local'
