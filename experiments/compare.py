@@ -19,8 +19,6 @@ from absl import flags
 
 from experiments import flags_lib
 from tff_hgb import experiment
-from tff_hgb import runtime
-from tff_hgb.data import dataset as dataset_lib
 
 flags.DEFINE_list('algorithms', ['fedavg', 'hgb'],
                   'Algorithms to compare (registry names, uni:<modality>, '
@@ -71,11 +69,9 @@ def comparison_from_flags() -> experiment.ComparisonConfig:
 
 
 def main(argv):
-  if len(argv) > 1:
-    flags_lib.error_exit(ValueError(
-        f'unexpected arguments {" ".join(argv[1:])}'))
+  flags_lib.check_no_arguments(argv)
   flags_lib.quiet_logs()
-  try:
+  with flags_lib.user_errors_exit():
     flags_lib.check_runtime_flags()
     comparison = comparison_from_flags()
     experiment.validate_comparison(comparison)
@@ -94,12 +90,6 @@ def main(argv):
     summary = experiment.run_comparison(comparison,
                                         output_dir=base.output_dir,
                                         resume=base.resume)
-  except (experiment.UsageError, dataset_lib.DataError,
-          flags_lib.RuntimeFlagError, runtime.WorkerError,
-          runtime.DeviceConfigurationError) as e:
-    flags_lib.error_exit(e)
-  finally:
-    runtime.stop_all_workers()
   print(summary['markdown'], flush=True)
   print(f'Wrote {base.output_dir}/comparison.md, comparison.png, summary.json '
         f'({summary["seconds"] / 60:.1f} min).', flush=True)

@@ -8,12 +8,15 @@ own (e.g. --algorithm) and calls `config_from_flags()` inside `main`. Presets
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Mapping
 
 from absl import flags
 
 from tff_hgb import client_work
 from tff_hgb import experiment
+from tff_hgb import runtime
+from tff_hgb.data import dataset as dataset_lib
 from tff_hgb.runtime import configure as runtime_configure
 
 FLAGS = flags.FLAGS
@@ -150,6 +153,36 @@ def error_exit(error: Exception) -> None:
   """Ends the program with a one-line error (no traceback), exit code 1."""
   message = ' '.join(str(error).split())
   raise SystemExit(f'error: {message}')
+
+
+def check_no_arguments(argv) -> None:
+  if len(argv) > 1:
+    error_exit(ValueError(f'unexpected arguments {" ".join(argv[1:])}'))
+
+
+# Errors a user can cause (flags, data, runtime set-up): each names its cause.
+USER_ERRORS = (experiment.UsageError, dataset_lib.DataError, RuntimeFlagError,
+               runtime.WorkerError, runtime.DeviceConfigurationError)
+
+
+@contextlib.contextmanager
+def user_errors_exit():
+  """A binary's main body: user errors end it in one line; workers stop.
+
+  An OSError (e.g. a full disk while writing results) also ends it in one
+  line, saying that --resume continues from the last saved round.
+  """
+  try:
+    yield
+  except USER_ERRORS as e:
+    error_exit(e)
+  except OSError as e:
+    error_exit(OSError(
+        f'cannot write results: {e.strerror or e}'
+        f'{f" ({e.filename})" if e.filename else ""}; free the space and '
+        'rerun with --resume to continue from the last saved round.'))
+  finally:
+    runtime.stop_all_workers()
 
 
 def quiet_logs() -> None:

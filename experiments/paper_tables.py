@@ -15,8 +15,6 @@ from absl import flags
 
 from experiments import flags_lib
 from tff_hgb import experiment
-from tff_hgb import runtime
-from tff_hgb.data import dataset as dataset_lib
 
 flags.DEFINE_list('tables', ['1', '2', '3'], 'Which tables (1, 2, 3).')
 flags.DEFINE_integer('paper_seeds', 3, 'Seeds per run (--seed onwards).')
@@ -28,11 +26,9 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  if len(argv) > 1:
-    flags_lib.error_exit(ValueError(
-        f'unexpected arguments {" ".join(argv[1:])}'))
+  flags_lib.check_no_arguments(argv)
   flags_lib.quiet_logs()
-  try:
+  with flags_lib.user_errors_exit():
     flags_lib.check_runtime_flags()
     preset = dict(experiment.PAPER_PRESET)
     if FLAGS.quick:
@@ -55,12 +51,6 @@ def main(argv):
     flags_lib.start_runtime()
     outcome = experiment.run_paper_tables(base, tables=tables, seeds=seeds,
                                           output_dir=base.output_dir)
-  except (experiment.UsageError, dataset_lib.DataError,
-          flags_lib.RuntimeFlagError, runtime.WorkerError,
-          runtime.DeviceConfigurationError) as e:
-    flags_lib.error_exit(e)
-  finally:
-    runtime.stop_all_workers()
   print(outcome['markdown'], flush=True)
   print(f'Wrote {base.output_dir}/RESULTS.md', flush=True)
 

@@ -14,9 +14,7 @@ from absl import flags
 
 from experiments import flags_lib
 from tff_hgb import experiment
-from tff_hgb import runtime
 from tff_hgb import study
-from tff_hgb.data import dataset as dataset_lib
 
 flags.DEFINE_list('settings', [s.name for s in study.SETTINGS],
                   'Which settings, in order.')
@@ -27,11 +25,9 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  if len(argv) > 1:
-    flags_lib.error_exit(ValueError(
-        f'unexpected arguments {" ".join(argv[1:])}'))
+  flags_lib.check_no_arguments(argv)
   flags_lib.quiet_logs()
-  try:
+  with flags_lib.user_errors_exit():
     flags_lib.check_runtime_flags()
     output_dir = FLAGS.output_dir
     if not output_dir:
@@ -52,12 +48,6 @@ def main(argv):
     flags_lib.start_runtime()
     outcome = study.run_study(output_dir, seeds=list(range(FLAGS.study_seeds)),
                               settings=settings, quick=FLAGS.quick)
-  except (experiment.UsageError, dataset_lib.DataError,
-          flags_lib.RuntimeFlagError, runtime.WorkerError,
-          runtime.DeviceConfigurationError) as e:
-    flags_lib.error_exit(e)
-  finally:
-    runtime.stop_all_workers()
   print(outcome['markdown'], flush=True)
   print(f'Wrote {output_dir}/STUDY.md', flush=True)
 
