@@ -12,32 +12,16 @@ import sys
 import time
 import uuid
 
-import psutil
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MARKER = 'TFF_HGB_BENCH_TEST_RUN'
+import binary_utils  # tests/binary_utils.py
+
+REPO = binary_utils.REPO
 TIMEOUT = 900
 
 
-def _env(marker):
-  env = dict(os.environ)
-  env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
-  env['TF_CPP_MIN_LOG_LEVEL'] = '3'
-  env[MARKER] = marker
-  return env
-
-
-def _processes_with(marker):
-  found = []
-  for process in psutil.process_iter(['pid']):
-    try:
-      if (process.environ().get(MARKER) == marker and process.is_running() and
-          process.status() != psutil.STATUS_ZOMBIE):
-        found.append(process)
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-      continue
-  return found
+_env = binary_utils.child_env
+_processes_with = binary_utils.processes_with
 
 
 @pytest.fixture(scope='module')

@@ -16,10 +16,11 @@ import uuid
 import psutil
 import pytest
 
+import binary_utils  # tests/binary_utils.py
+
 from tff_hgb import results
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MARKER = 'TFF_HGB_TEST_RUN'
+REPO = binary_utils.REPO
 TIMEOUT = 240
 
 # Small and fast: basicmotions, 4 clients (3 per round), 4 rounds.
@@ -29,23 +30,8 @@ BASE_FLAGS = ['--algorithm=hgb', '--dataset=basicmotions',
               '--checkpoint_every=2', '--seed=3', '--progress=false']
 
 
-def _env(marker):
-  env = dict(os.environ)
-  env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
-  env['TF_CPP_MIN_LOG_LEVEL'] = '3'
-  env[MARKER] = marker
-  return env
-
-
-def _processes_with(marker):
-  found = []
-  for process in psutil.process_iter(['pid']):
-    try:
-      if process.environ().get(MARKER) == marker:
-        found.append(process)
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-      continue
-  return found
+_env = binary_utils.child_env
+_processes_with = binary_utils.processes_with
 
 
 def assert_no_workers_left(marker, timeout=10.0):
