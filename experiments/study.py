@@ -20,6 +20,9 @@ flags.DEFINE_list('settings', [s.name for s in study.SETTINGS],
                   'Which settings, in order.')
 flags.DEFINE_integer('study_seeds', 5, 'Seeds of the final runs (0, 1, ...).')
 flags.DEFINE_bool('quick', False, 'A tiny study that shows the machinery.')
+flags.DEFINE_bool('report_only', False,
+                  'Run nothing: write STUDY_PARTIAL.md from what --output_dir '
+                  'holds so far (e.g. while the study runs).')
 
 FLAGS = flags.FLAGS
 
@@ -45,11 +48,14 @@ def main(argv):
       raise experiment.UsageError(
           'settings', 'include a selection setting (' + ', '.join(
               s.name for s in study.SETTINGS if s.selection) + ').')
-    flags_lib.start_runtime()
+    if not FLAGS.report_only:
+      flags_lib.start_runtime()
     outcome = study.run_study(output_dir, seeds=list(range(FLAGS.study_seeds)),
-                              settings=settings, quick=FLAGS.quick)
+                              settings=settings, quick=FLAGS.quick,
+                              report_only=FLAGS.report_only)
   print(outcome['markdown'], flush=True)
-  print(f'Wrote {output_dir}/STUDY.md', flush=True)
+  print(f'Wrote {output_dir}/'
+        f'{"STUDY_PARTIAL.md" if FLAGS.report_only else "STUDY.md"}', flush=True)
 
 
 if __name__ == '__main__':

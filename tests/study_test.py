@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 
 import binary_utils  # tests/binary_utils.py
+from tff_hgb import experiment
 from tff_hgb import results
 from tff_hgb import study
 
@@ -81,6 +82,16 @@ def test_quick_study_selects_runs_reports_and_resumes(tmp_path):
   again = study.run_study(out, **kwargs)
   assert os.path.getmtime(summary) == mtime
   assert again['markdown'] == outcome['markdown']
+  # A report of a finished study's directory says the same.
+  partial = study.run_study(out, **kwargs, report_only=True)
+  assert partial['markdown'] == outcome['markdown']
+  assert os.path.exists(os.path.join(out, 'STUDY_PARTIAL.md'))
+
+
+def test_report_only_needs_the_selection(tmp_path):
+  with pytest.raises(experiment.UsageError, match='report_only'):
+    study.run_study(str(tmp_path), seeds=[0, 1], report_only=True,
+                    log=lambda _: None)
 
 
 @pytest.mark.parametrize('args,flag', [

@@ -286,6 +286,7 @@ def run_study(output_dir: str, *, seeds: Sequence[int],
               candidates: Sequence[Method] = CANDIDATES,
               method_labels: Optional[Sequence[str]] = None,
               quick: bool = False,
+              report_only: bool = False,
               log: Callable[[str], None] = print) -> dict[str, Any]:
   """Selection, then every setting × method; writes STUDY.md and study.json.
 
@@ -297,11 +298,21 @@ def run_study(output_dir: str, *, seeds: Sequence[int],
     method_labels: run only these rows of `methods` (default all).
     quick: a tiny version (3 rounds, 4 clients, 2 learning rates) that
       exercises the machinery.
+    report_only: run nothing; report what output_dir holds so far (e.g.
+      while another process runs the study). Needs the selection done.
   """
   started = time.perf_counter()
   os.makedirs(output_dir, exist_ok=True)
-  selection = select_default(output_dir, settings=settings,
-                             candidates=candidates, quick=quick, log=log)
+  selection_path = os.path.join(output_dir, 'selection.json')
+  if report_only:
+    if not os.path.exists(selection_path):
+      raise experiment.UsageError(
+          'report_only', f'{selection_path} does not exist yet: the default '
+          'is chosen first.')
+    selection = results.read_json(selection_path)
+  else:
+    selection = select_default(output_dir, settings=settings,
+                               candidates=candidates, quick=quick, log=log)
   chosen = next(c for c in candidates if c.label == selection['chosen'])
   rows = collections.OrderedDict()
   for setting in settings:
@@ -324,6 +335,14 @@ def run_study(output_dir: str, *, seeds: Sequence[int],
         os.makedirs(os.path.dirname(tuning_path), exist_ok=True)
         results.atomic_write_json(tuning_path,
                                   results.read_json(selected_path))
+      if report_only:
+        if os.path.isdir(method_dir):
+          rows[setting.name][method.label] = {
+              'method': method.describe(),
+              'runs': collect(method_dir, method.algorithm, seeds),
+              'tuning': (results.read_json(tuning_path)
+                         if os.path.exists(tuning_path) else None)}
+        continue
       log(f'== {setting.name} / {method.label}')
       experiment.run_comparison(
           experiment.ComparisonConfig(base=base, algorithms=(method.algorithm,),
@@ -343,9 +362,12 @@ def run_study(output_dir: str, *, seeds: Sequence[int],
                                  'overrides': dict(s.overrides),
                                  'selection': s.selection} for s in settings},
            'rows': rows, 'seconds': time.perf_counter() - started}
-  results.atomic_write_json(os.path.join(output_dir, 'study.json'), study)
+  study['complete'] = not report_only
   markdown = study_markdown(study)
-  results.atomic_write_text(os.path.join(output_dir, 'STUDY.md'), markdown)
+  name = 'STUDY_PARTIAL.md' if report_only else 'STUDY.md'
+  results.atomic_write_json(os.path.join(output_dir, name.replace(
+      'STUDY', 'study').replace('.md', '.json')), study)
+  results.atomic_write_text(os.path.join(output_dir, name), markdown)
   study['markdown'] = markdown
   return study
 
@@ -451,6 +473,8 @@ def study_markdown(study: Mapping[str, Any]) -> str:
   lines += ['', '## Settings', '']
   all_intervals = {}
   for name, rows in study['rows'].items():
+    if not rows:
+      continue
     info = study['settings'][name]
     lines += [f'### {name}', '', info['description'] + '; ' + ', '.join(
         f'{k} {v}' for k, v in info['overrides'].items()
