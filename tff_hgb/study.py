@@ -251,10 +251,9 @@ def select_default(output_dir: str, *, settings: Sequence[Setting] = SETTINGS,
   return selection
 
 
-def _mean_of_column(metrics_path: str, column: str) -> Optional[float]:
-  if not os.path.exists(metrics_path):
-    return None
-  values = [r.get(column) for r in results.read_metrics(metrics_path)]
+def _mean_of_column(rows: Sequence[Mapping[str, Any]], column: str
+                    ) -> Optional[float]:
+  values = [r.get(column) for r in rows]
   values = [v for v in values if isinstance(v, float) and math.isfinite(v)]
   return float(np.mean(values)) if values else None
 
@@ -276,7 +275,7 @@ def collect(method_dir: str, algorithm: str, seeds: Sequence[int]
       rows = results.read_metrics(metrics)
       for column in results.columns_of(rows):
         if column.startswith('z/'):
-          z[column[2:]] = _mean_of_column(metrics, column)
+          z[column[2:]] = _mean_of_column(rows, column)
     runs.append(dict(summary, z_split=z))
   return runs
 
@@ -326,36 +325,30 @@ def run_study(output_dir: str, *, seeds: Sequence[int],
       tuning_path = os.path.join(method_dir,
                                  experiment.run_slug(method.algorithm),
                                  results.TUNING_JSON)
-      selected_path = os.path.join(output_dir, 'selection', setting.name,
-                                   chosen.label, results.TUNING_JSON)
-      if (method.label == 'hgb' and base.tune and os.path.exists(selected_path)
-          and not os.path.exists(tuning_path)):
-        # The chosen candidate was tuned on this setting already (same
-        # configuration, grid, rounds and seed): reuse rather than redo.
-        os.makedirs(os.path.dirname(tuning_path), exist_ok=True)
-        results.atomic_write_json(tuning_path,
-                                  results.read_json(selected_path))
       if report_only:
-        if os.path.isdir(method_dir):
-          rows[setting.name][method.label] = {
-              'method': method.describe(),
-              'runs': collect(method_dir, method.algorithm, seeds),
-              'tuning': (results.read_json(tuning_path)
-                         if os.path.exists(tuning_path) else None)}
-        continue
-      log(f'== {setting.name} / {method.label}')
-      experiment.run_comparison(
-          experiment.ComparisonConfig(base=base, algorithms=(method.algorithm,),
-                                      seeds=tuple(seeds),
-                                      title=f'{setting.name} / {method.label}'),
-          output_dir=method_dir, resume=True, log=log)
-      tuned = results.read_json(os.path.join(
-          method_dir, experiment.run_slug(method.algorithm),
-          results.TUNING_JSON)) if base.tune else None
+        if not os.path.isdir(method_dir):
+          continue
+      else:
+        selected_path = os.path.join(output_dir, 'selection', setting.name,
+                                     chosen.label, results.TUNING_JSON)
+        if (method.label == 'hgb' and base.tune and
+            os.path.exists(selected_path) and not os.path.exists(tuning_path)):
+          # The chosen candidate was tuned on this setting already (same
+          # configuration, grid, rounds and seed): reuse rather than redo.
+          os.makedirs(os.path.dirname(tuning_path), exist_ok=True)
+          results.atomic_write_json(tuning_path,
+                                    results.read_json(selected_path))
+        log(f'== {setting.name} / {method.label}')
+        experiment.run_comparison(
+            experiment.ComparisonConfig(
+                base=base, algorithms=(method.algorithm,), seeds=tuple(seeds),
+                title=f'{setting.name} / {method.label}'),
+            output_dir=method_dir, resume=True, log=log)
       rows[setting.name][method.label] = {
           'method': method.describe(),
           'runs': collect(method_dir, method.algorithm, seeds),
-          'tuning': tuned,
+          'tuning': (results.read_json(tuning_path)
+                     if os.path.exists(tuning_path) else None),
       }
   study = {'selection': selection, 'seeds': list(seeds), 'quick': quick,
            'settings': {s.name: {'description': s.description,
