@@ -753,26 +753,27 @@ class _BoundTensorFlow:
     self._function = function
     self._context = context
 
+  def _placement(self):
+    """(device, slot, client): a client thread's, else the server's."""
+    if getattr(_THREAD, 'context', None) is self._context:
+      return _THREAD.device, _THREAD.slot, _THREAD.client
+    return self._context.devices[0], f'main-{threading.get_ident()}', None
+
   def __call__(self, arg=None):
-    context = self._context
-    if getattr(_THREAD, 'context', None) is context:
-      device, slot, client = _THREAD.device, _THREAD.slot, _THREAD.client
-    else:
-      device = context.devices[0]
-      slot, client = f'main-{threading.get_ident()}', None
+    device, slot, client = self._placement()
     result, outputs = self._function.call(arg, device, slot)
     if client is not None:
       output_device = outputs[0].device if outputs else None
-      context._record(client, device, slot, self._function.name, output_device)  # pylint: disable=protected-access
+      self._context._record(client, device, slot, self._function.name,  # pylint: disable=protected-access
+                            output_device)
     return result
 
   def fold(self, accumulator, values):
-    """`_TensorFlowFunction.fold` on the server's device, or None."""
+    """`_TensorFlowFunction.fold` where a call would run, or None."""
     if len(values) < 2 or not self._function.foldable():
       return None
-    context = self._context
-    return self._function.fold(accumulator, values, context.devices[0],
-                               f'main-{threading.get_ident()}')
+    device, slot, _ = self._placement()
+    return self._function.fold(accumulator, values, device, slot)
 
 
 def _eta_reduced(lam) -> Optional[building_blocks.CompiledComputation]:
