@@ -230,9 +230,9 @@ class CappedMeanFactory(tff.aggregators.WeightedAggregationFactory):
       return water_filling_step(threshold, stats['weighted_below'],
                                 stats['at_or_above'], cap)
 
-    @tff.tensorflow.computation(stats_type)
-    def at_or_above(stats):
-      return stats['at_or_above']
+    @tff.tensorflow.computation(weight_type, weight_type)
+    def is_capped(weight, threshold):
+      return tf.cast(weight >= threshold, weight.dtype)
 
     @tff.tensorflow.computation(weight_type, weight_type)
     def capped(weight, threshold):
@@ -250,14 +250,13 @@ class CappedMeanFactory(tff.aggregators.WeightedAggregationFactory):
         if cap is None:
           cap = tff.federated_map(cap_of, stats)  # t = ∞: every client below.
         threshold = tff.federated_map(step, (threshold, stats, cap))
-      capped_weight = tff.federated_map(
-          capped, (weight, tff.federated_broadcast(threshold)))
-      final = tff.federated_sum(tff.federated_map(
-          below_stats, (weight, tff.federated_broadcast(threshold))))
+      final_threshold = tff.federated_broadcast(threshold)
+      capped_weight = tff.federated_map(capped, (weight, final_threshold))
+      capped_clients = tff.federated_sum(
+          tff.federated_map(is_capped, (weight, final_threshold)))
       output = inner.next(state, value, capped_weight)
       measurements = tff.federated_zip(collections.OrderedDict(
-          mean=output.measurements,
-          capped_clients=tff.federated_map(at_or_above, final),
+          mean=output.measurements, capped_clients=capped_clients,
           max_share=cap))
       return tff.templates.MeasuredProcessOutput(
           state=output.state, result=output.result, measurements=measurements)
