@@ -362,6 +362,41 @@ def test_aggregate_folds_clients_in_order_in_one_traced_call(restore_context):
   assert fold_traces() - before == 1
 
 
+@tff.tensorflow.computation(np.float32)
+def _add_to_fresh_variable(x):
+  total = tf.Variable(10.0)
+  with tf.control_dependencies([total.assign_add(x)]):
+    return total.read_value()
+
+
+@tff.tensorflow.computation(np.float32)
+def _variable_from_parameter(x):
+  doubled = tf.Variable(x * 2.0)
+  return doubled.read_value() + 1.0
+
+
+def test_variables_are_initialised_on_every_call(restore_context):
+  # As the C++ runtime: each call starts from the variables' initial values.
+  expected = [[_add_to_fresh_variable(x) for x in (1.0, 2.0, 1.0)],
+              [_variable_from_parameter(x) for x in (3.0, 5.0)]]
+  assert expected == [[11.0, 12.0, 11.0], [7.0, 11.0]]
+  functions = inprocess._TF_FUNCTIONS  # pylint: disable=protected-access
+  known = set(functions.keys())
+  tff.framework.get_context_stack().set_default_context(
+      inprocess.InProcessContext(['/device:CPU:0']))
+  got = [[_add_to_fresh_variable(x) for x in (1.0, 2.0, 1.0)],
+         [_variable_from_parameter(x) for x in (3.0, 5.0)]]
+  assert got == expected
+  # The initializer is fed only the parameters it reads (a pruned function
+  # called with unused arguments formats all of them into a string each call).
+  fed = sorted(imported.init_inputs
+               for key, function in list(functions.items())
+               if key not in known
+               for imported in function._instances.values()  # pylint: disable=protected-access
+               if imported.init is not None)
+  assert fed == [(), (0,)]
+
+
 def test_learning_process_runs_in_this_process_too(restore_context):
   # One device needs no configuration, so it also works after TF started.
   context = runtime.set_inprocess_context('cpu')

@@ -511,11 +511,30 @@ def _our_call_options():
 
 
 class _Imported:
-  __slots__ = ('main', 'init')
+  """An imported computation: `main(*flat)`, and `init(*flat[i] for i in
+  init_inputs)` to run first when the computation has variables."""
+  __slots__ = ('main', 'init', 'init_inputs')
 
-  def __init__(self, main, init):
+  def __init__(self, main, init, init_inputs=()):
     self.main = main
     self.init = init
+    self.init_inputs = tuple(init_inputs)
+
+
+def _inputs_needed(fetch, inputs: list) -> list[int]:
+  """Indices of the `inputs` tensors that op `fetch` depends on."""
+  wanted = {tensor.op: index for index, tensor in enumerate(inputs)}
+  needed, seen, stack = set(), set(), [fetch]
+  while stack:
+    op = stack.pop()
+    if op in seen:
+      continue
+    seen.add(op)
+    if op in wanted:
+      needed.add(wanted[op])
+    stack.extend(t.op for t in op.inputs)
+    stack.extend(op.control_inputs)
+  return sorted(needed)
 
 
 class _TensorFlowFunction:
@@ -575,13 +594,20 @@ class _TensorFlowFunction:
         return outputs
 
     main = tf.compat.v1.wrap_function(body, signature)
-    init = None
+    init, init_inputs = None, ()
     init_op = found.get('init')
     if init_op is not None:
       if isinstance(init_op, str):
         init_op = main.graph.get_operation_by_name(init_op)
-      init = main.prune(feeds=found['inputs'], fetches=[init_op])
-    return _Imported(main, init)
+      # Fed only what it reads (usually nothing): a pruned function cannot
+      # bind positional arguments to its structured signature, and TF's
+      # fallback first formats every argument, whole tensors included, into
+      # an error text; for HGB's client work that took as long as the
+      # client's training itself (docs/BENCHMARKS.md).
+      init_inputs = _inputs_needed(init_op, found['inputs'])
+      init = main.prune(feeds=[found['inputs'][i] for i in init_inputs],
+                        fetches=[init_op])
+    return _Imported(main, init, init_inputs)
 
   def foldable(self) -> bool:
     """Whether `fold` applies: (<A, V> -> A) over tensors only."""
@@ -638,6 +664,10 @@ class _TensorFlowFunction:
       folded = tf.function(fold_all, autograph=False, input_signature=[
           [spec(t) for t in accumulator_leaves],
           [[spec(t) for t in value_leaves]] * len(values)])
+      # Called as a concrete function: the tf.function looked its trace up
+      # from the arguments' types on every call, three quarters of a fold.
+      with tf.device(device), _our_call_options():
+        folded = folded.get_concrete_function()
       self._folds[key] = folded
     with tf.device(device), _our_call_options():
       outputs = folded(
@@ -664,7 +694,7 @@ class _TensorFlowFunction:
     # Under the device, so that outputs stay there (no copy to the caller's).
     with tf.device(device), _our_call_options():
       if imported.init is not None:
-        imported.init(*flat)
+        imported.init(*(flat[i] for i in imported.init_inputs))
       outputs = imported.main(*flat)
     if self.result_type is None:
       return None, outputs
