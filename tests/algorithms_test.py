@@ -119,3 +119,33 @@ def test_bad_switch_values_are_named():
     algorithms.AlgorithmConfig(max_client_share=1.5)
   with pytest.raises(ValueError, match='validation_source'):
     algorithms.AlgorithmConfig(validation_source='server')
+
+
+def test_baselines_iterator_loop_trains_as_tffs_default_loop(basicmotions):
+  # The registry runs baselines with the iterator loop for speed; a user who
+  # builds TFF's FedAvg with its defaults (DATASET_REDUCE) gets the same model.
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+
+  federated, _ = basicmotions
+  config = dataclasses.replace(CONFIG, local_epochs=2)
+  ours = algorithms.build_algorithm('fedavg', federated, config)
+  assert (algorithms.BASELINE_LOOP ==
+          tff.learning.LoopImplementation.DATASET_ITERATOR)
+  theirs = tff.learning.algorithms.build_weighted_fed_avg(
+      models.build_model_fn(federated.modalities, federated.num_classes,
+                            config=config.model),
+      client_optimizer_fn=tff.learning.optimizers.build_sgdm(
+          learning_rate=config.client_learning_rate),
+      server_optimizer_fn=tff.learning.optimizers.build_sgdm(
+          learning_rate=config.server_learning_rate))
+  weights = []
+  for process in (ours.process, theirs):
+    state = process.initialize()
+    initial = process.get_model_weights(state).trainable
+    for round_num in range(2):
+      state = process.next(state, [ours.client_data(cid, round_num)
+                                   for cid in ours.client_ids]).state
+    weights.append(process.get_model_weights(state).trainable)
+  assert max(np.max(np.abs(a - b)) for a, b in zip(weights[0], initial)) > 1e-3
+  for a, b in zip(*weights):
+    np.testing.assert_allclose(a, b, atol=1e-6)

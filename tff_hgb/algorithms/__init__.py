@@ -38,6 +38,11 @@ UNI_PREFIX = 'uni:'
 # fedavg_capped's cap without max_client_share: 2/K (ALGORITHM.md §5b; a 2/K
 # cap on FedAvg's own weights matched C-GB's gain in a pilot of ours).
 DEFAULT_CAP_OVER_UNIFORM = 2.0
+# The local loop of every baseline. TFF's default (DATASET_REDUCE) has the TF
+# runtime instantiate and Grappler-optimise the reduce function on every
+# client call; the iterator loop computes the same batches in the same order
+# (tests/algorithms_test.py) at 0.4x the round time here (docs/BENCHMARKS.md).
+BASELINE_LOOP = tff.learning.LoopImplementation.DATASET_ITERATOR
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,17 +189,19 @@ def build_algorithm(name: str, federated_data, config: AlgorithmConfig
       process = fednova.build_fednova_process(
           model_fn, client_optimizer_fn=_client_optimizer(config),
           server_optimizer_fn=_server_optimizer(config),
-          client_momentum=config.client_momentum)
+          client_momentum=config.client_momentum,
+          loop_implementation=BASELINE_LOOP)
     elif name == 'fedattn':
       from tff_hgb.algorithms import fedattn  # pylint: disable=g-import-not-at-top
       process = fedattn.build_fedattn_process(
           model_fn, client_optimizer_fn=_client_optimizer(config),
-          epsilon=config.fedattn_epsilon)
+          epsilon=config.fedattn_epsilon, loop_implementation=BASELINE_LOOP)
     elif name == 'fedprox':
       process = tff.learning.algorithms.build_weighted_fed_prox(
           model_fn, proximal_strength=config.fedprox_mu,
           client_optimizer_fn=_client_optimizer(config),
-          server_optimizer_fn=_server_optimizer(config))
+          server_optimizer_fn=_server_optimizer(config),
+          loop_implementation=BASELINE_LOOP)
     else:  # fedavg, fedavg_all_heads, fedavg_capped, uni:<m>
       aggregator = None
       if name == 'fedavg_capped':
@@ -205,7 +212,7 @@ def build_algorithm(name: str, federated_data, config: AlgorithmConfig
       process = tff.learning.algorithms.build_weighted_fed_avg(
           model_fn, client_optimizer_fn=_client_optimizer(config),
           server_optimizer_fn=_server_optimizer(config),
-          model_aggregator=aggregator)
+          model_aggregator=aggregator, loop_implementation=BASELINE_LOOP)
 
     def client_data(cid, round_num):
       # Baselines hold no validation split back: they train on all local data.
