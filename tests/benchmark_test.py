@@ -78,8 +78,8 @@ def test_hgb_over_fedavg_fields(quick_run):
   ratio = quick_run[0]['results']['hgb_over_fedavg_round_time']
   for epochs in ('E=1', 'E=2'):
     entry = ratio[epochs]
-    for key in ('ratio', 'hgb_over_fedavg_iterator', 'cpu_ratio',
-                'hgb_round_s', 'fedavg_round_s', 'fedavg_iterator_round_s'):
+    for key in ('ratio', 'hgb_over_fedavg_reduce', 'cpu_ratio',
+                'hgb_round_s', 'fedavg_round_s', 'fedavg_reduce_round_s'):
       assert _is_summary(entry[key]), (epochs, key, entry[key])
     assert entry['ratio']['n'] == 2  # --quick: two repeats.
   assert 'Equal training work' in ratio['compared']
@@ -143,6 +143,7 @@ def test_targets_and_markdown(quick_run):
   figures = {t['figure'] for t in report['targets']}
   assert 'hgb_over_fedavg_round_time E=1' in figures
   assert 'rss_growth_pct (round 10 → last)' in figures
+  assert 'inprocess_over_plain_loop' in figures
   for heading in ('## Machine and versions', '## Figures', '## Targets',
                   '## Where the time goes'):
     assert heading in markdown
