@@ -52,7 +52,7 @@ SECTIONS = ('memory', 'ratio', 'flops', 'runtimes', 'scaling', 'workers')
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', 'results/bench',
                                   'Where benchmark.json and BENCHMARKS.md go.')
 _REPEATS = flags.DEFINE_integer(
-    'repeats', 5, 'Timed repeats of every side-by-side comparison.')
+    'repeats', 9, 'Timed repeats of every side-by-side comparison.')
 _WARMUP = flags.DEFINE_integer(
     'warmup', 2, 'Untimed rounds of every configuration before its repeats.')
 _ROUNDS = flags.DEFINE_integer(
