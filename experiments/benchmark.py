@@ -335,12 +335,47 @@ class Benchmark:
     self.local_context = tff.framework.get_context_stack().current
     self.results = collections.OrderedDict()
     self.round_times = {}  # (name, E) → list of seconds (ratio section)
+    self._inprocess_context = None
+    self.inprocess_status = None
 
   def _log(self, message: str) -> None:
     print(f'[benchmark {time.strftime("%H:%M:%S")}] {message}', flush=True)
 
   def _runner(self, process, data_fn, client_ids):
     return self.bm.RoundRunner(process, data_fn, client_ids)
+
+  def _in_context(self, context, measure):
+    """`measure` run with `context` as TFF's default, then the owned worker's."""
+    stack = self.tff.framework.get_context_stack()
+
+    def measured():
+      stack.set_default_context(context)
+      try:
+        return measure()
+      finally:
+        stack.set_default_context(self.local_context)
+    return measured
+
+  def _inprocess(self):
+    """The in-process context on the CPU (one per program, made on first use).
+
+    Returns None, with the reason in `self.inprocess_status`, if it fails.
+    """
+    if self._inprocess_context is None and self.inprocess_status is None:
+      try:
+        from tff_hgb.runtime import inprocess  # pylint: disable=g-import-not-at-top
+        self._inprocess_context = inprocess.set_inprocess_context(devices='cpu')
+      except Exception as e:  # pylint: disable=broad-except
+        self.inprocess_status = ('pending: tff_hgb.runtime.inprocess '
+                                 f'unavailable ({type(e).__name__}: {e})')
+      finally:
+        self.tff.framework.get_context_stack().set_default_context(
+            self.local_context)
+    return self._inprocess_context
+
+  def close(self) -> None:
+    if self._inprocess_context is not None:
+      self._inprocess_context.close()
 
   # ---- memory ----
 
@@ -415,6 +450,7 @@ class Benchmark:
           repeats=s.repeats, warmup=s.warmup)
       for name, values in times.items():
         self.round_times[(name, epochs)] = values
+      inprocess_entry = self._ratio_inprocess(epochs, fd, ids)
       section[f'E={epochs}'] = collections.OrderedDict(
           ratio=self.bm.summarize(self.bm.ratios(times['hgb'],
                                                  times['fedavg'])),
@@ -435,6 +471,7 @@ class Benchmark:
           client_data_build_s=collections.OrderedDict(
               (name, self.bm.summarize(r.data_seconds))
               for name, r in runners.items()),
+          inprocess=inprocess_entry,
       )
     section['clients_per_round'] = len(ids)
     section['compared'] = (
@@ -450,8 +487,32 @@ class Benchmark:
         'FedAvg built with TFF\'s default loop (DATASET_REDUCE). Client '
         'datasets are built before the clock starts (client_data_build_s). '
         'cpu_ratio: the same ratio of CPU seconds (this process + its TFF '
-        'workers) used during process.next.')
+        'workers) used during process.next. inprocess: hgb and fedavg side '
+        'by side under tff_hgb.runtime.set_inprocess_context(devices=\'cpu\') '
+        '(no worker, no dataset serialization).')
     self.results['hgb_over_fedavg_round_time'] = section
+
+  def _ratio_inprocess(self, epochs: int, fd, ids):
+    """HGB / FedAvg (registry) side by side under the in-process context."""
+    context = self._inprocess()
+    if context is None:
+      return self.inprocess_status
+    self._log(f'ratio: HGB vs FedAvg in-process, E={epochs}')
+    s = self.s
+    runners = collections.OrderedDict(
+        hgb=self._runner(self.workload.process('hgb', epochs),
+                         self.workload.hgb_data_fn(fd), ids),
+        fedavg=self._runner(self.workload.process('fedavg', epochs),
+                            self.workload.fedavg_data_fn(fd, epochs), ids))
+    times = self.bm.interleave(
+        {name: self._in_context(context, runner.round)
+         for name, runner in runners.items()},
+        repeats=s.repeats, warmup=s.warmup)
+    return collections.OrderedDict(
+        ratio=self.bm.summarize(self.bm.ratios(times['hgb'],
+                                               times['fedavg'])),
+        hgb_round_s=self.bm.summarize(times['hgb']),
+        fedavg_round_s=self.bm.summarize(times['fedavg']))
 
   # ---- flops ----
 
@@ -562,41 +623,22 @@ class Benchmark:
     data_fn = self.workload.hgb_data_fn(fd)
     process = self.workload.process('hgb', epochs)
     tff_runner = self._runner(process, data_fn, ids)
-    stack = self.tff.framework.get_context_stack()
-
-    def in_context(context, runner):
-      def measure():
-        stack.set_default_context(context)
-        try:
-          return runner.round()
-        finally:
-          stack.set_default_context(self.local_context)
-      return measure
-
     plain = PlainLoopChild(s, epochs)
     measurements = collections.OrderedDict(
-        tff=in_context(self.local_context, tff_runner), plain=plain.round)
-    inprocess_status = None
-    inprocess_context = None
+        tff=tff_runner.round, plain=plain.round)
+    inprocess_context = self._inprocess()
+    inprocess_status = self.inprocess_status
+    if inprocess_context is not None:
+      measurements['inprocess'] = self._in_context(
+          inprocess_context, self._runner(process, data_fn, ids).round)
     try:
-      try:
-        from tff_hgb.runtime import inprocess  # pylint: disable=g-import-not-at-top
-        inprocess_context = inprocess.set_inprocess_context(devices='cpu')
-        measurements['inprocess'] = in_context(
-            inprocess_context, self._runner(process, data_fn, ids))
-      except Exception as e:  # pylint: disable=broad-except
-        inprocess_status = ('pending: tff_hgb.runtime.inprocess unavailable '
-                            f'({type(e).__name__}: {e})')
-      finally:
-        stack.set_default_context(self.local_context)
       try:
         times = self.bm.interleave(measurements, repeats=s.repeats,
                                    warmup=s.warmup)
       except Exception as e:  # pylint: disable=broad-except
         if 'inprocess' not in measurements:
           raise
-        # The in-process context is work in progress elsewhere: report its
-        # failure and measure the rest.
+        # Report the in-process context's failure and measure the rest.
         inprocess_status = ('pending: the in-process context failed '
                             f'({type(e).__name__}: {str(e)[:300]})')
         traceback.print_exc()
@@ -605,9 +647,6 @@ class Benchmark:
                                    warmup=s.warmup)
       plain_traces = plain.traces
     finally:
-      stack.set_default_context(self.local_context)
-      if inprocess_context is not None:
-        inprocess_context.close()
       plain.close()
     section = collections.OrderedDict(
         local_epochs=epochs, clients_per_round=len(ids),
@@ -723,18 +762,10 @@ class Benchmark:
       stack.set_default_context(self.local_context)
       self._log(f'workers: {list(contexts)} at {len(ids)} clients')
 
-      def in_context(context, runner):
-        def measure():
-          stack.set_default_context(context)
-          try:
-            return runner.round()
-          finally:
-            stack.set_default_context(self.local_context)
-        return measure
-
       times = self.bm.interleave(
           collections.OrderedDict(
-              (name, in_context(context, self._runner(process, data_fn, ids)))
+              (name, self._in_context(
+                  context, self._runner(process, data_fn, ids).round))
               for name, context in contexts.items()),
           repeats=s.workers_repeats, warmup=1)
     finally:
@@ -964,6 +995,9 @@ def markdown_report(report: dict[str, Any]) -> str:
       lines.append(_row(f'hgb_over_fedavg_round_time {key}', entry['ratio']))
       lines.append(_row(f'  hgb_over_fedavg_reduce {key}',
                         entry['hgb_over_fedavg_reduce']))
+      if isinstance(entry.get('inprocess'), dict):
+        lines.append(_row(f'  hgb_over_fedavg in-process {key}',
+                          entry['inprocess']['ratio']))
       lines.append(_row(f'  CPU-time ratio HGB / FedAvg {key}',
                         entry['cpu_ratio']))
       lines.append(_row(f'  CPU-time ratio HGB / FedAvg (TFF default reduce loop) {key}',
@@ -1093,6 +1127,7 @@ def main(argv):
       workload=None,
       results=collections.OrderedDict(),
       section_seconds=collections.OrderedDict())
+  bench = None
   try:
     worker = runtime.set_local_context()
     bench = Benchmark(settings, worker)
@@ -1108,6 +1143,8 @@ def main(argv):
       report['total_runtime_s'] = round(time.perf_counter() - start, 1)
       write_reports(report, settings.output_dir)
   finally:
+    if bench is not None:
+      bench.close()
     runtime.stop_all_workers()
   report['machine_after'] = collections.OrderedDict(
       load_average_1_5_15=benchmarking.machine_info()['load_average_1_5_15'])

@@ -82,6 +82,7 @@ def test_hgb_over_fedavg_fields(quick_run):
                 'hgb_round_s', 'fedavg_round_s', 'fedavg_reduce_round_s'):
       assert _is_summary(entry[key]), (epochs, key, entry[key])
     assert entry['ratio']['n'] == 2  # --quick: two repeats.
+    assert _is_summary(entry['inprocess']['ratio']), entry['inprocess']
   assert 'Equal training work' in ratio['compared']
 
 
