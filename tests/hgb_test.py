@@ -111,6 +111,7 @@ def test_prior_starts_uniform_and_modes_keep_their_weighting(clients):
   # m_gb weights clients by examples: largest share = 16/36 of one epoch.
   m_gb = results['m_gb'].metrics['client_work']['hgb']
   assert m_gb['client_weight/max_share'] == pytest.approx(16 / 36, rel=1e-5)
+  assert m_gb['client_weight/min_share'] == pytest.approx(8 / 36, rel=1e-5)
   assert m_gb['client_weight/effective_clients'] == pytest.approx(
       36**2 / (16**2 + 12**2 + 8**2), rel=1e-5)
   # hgb_paper/c_gb weight by u_k, which is not proportional to example counts.
