@@ -684,68 +684,90 @@ class Benchmark:
     """What each dataset in a client's value costs the TFF runtime.
 
     One federated_map over the round's clients of a computation that only
-    counts the examples of its datasets: HGB's (train, val, probe) against
-    train alone, interleaved; the difference is the runtime's cost of moving
-    and rebuilding the two small datasets, with almost no arithmetic.
+    counts examples, interleaved, for three forms of each client's value:
+    its training dataset alone; HGB's client data (train + the one-element
+    held-out dataset); and the same held-out sets as two datasets of their
+    own (HGB's former train/val/probe form). The differences are the
+    runtime's cost of moving and rebuilding a dataset, with almost no
+    arithmetic.
     """
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
     tff = self.tff
     sample = data_fn(ids[0], 0)
-    sequence = tff.SequenceType(
-        tff.types.tensorflow_to_type(sample['train'].element_spec))
-    three_type = collections.OrderedDict(train=sequence, val=sequence,
-                                         probe=sequence)
+    batch_type = tff.types.tensorflow_to_type(sample['train'].element_spec)
+    sequence = tff.SequenceType(batch_type)
+    held_out = tff.SequenceType(tff.types.StructWithPythonType(
+        [('probe', batch_type), ('val', batch_type)], collections.OrderedDict))
+    types = collections.OrderedDict(
+        train_only=sequence,
+        train_held_out=collections.OrderedDict(train=sequence,
+                                               held_out=held_out),
+        train_val_probe=collections.OrderedDict(train=sequence, val=sequence,
+                                                probe=sequence))
 
     @tf.function
     def count(dataset):
       total = tf.constant(0, tf.int64)
-      for batch in iter(dataset):
-        total += tf.cast(tf.shape(batch['y'])[0], tf.int64)
+      for _ in iter(dataset):
+        total += 1
       return total
 
-    @tff.tensorflow.computation(sequence)
-    def count_one(train):
-      return count(train)
+    def splits(value):
+      return {
+          'train_only': value['train'],
+          'train_held_out': value,
+          'train_val_probe': collections.OrderedDict(
+              train=value['train'],
+              **{part: tf.data.Dataset.from_tensors(batch) for part, batch in
+                 value['held_out'].get_single_element().items()}),
+      }
 
-    @tff.tensorflow.computation(three_type)
-    def count_three(data):
-      return count(data['train']) + count(data['val']) + count(data['probe'])
+    def mapped(value_type):
+      @tff.tensorflow.computation(value_type)
+      def count_all(value):
+        return tf.add_n([count(d) for d in tf.nest.flatten(value)])
 
-    @tff.federated_computation(tff.FederatedType(sequence, tff.CLIENTS))
-    def map_one(values):
-      return tff.federated_sum(tff.federated_map(count_one, values))
-
-    @tff.federated_computation(tff.FederatedType(three_type, tff.CLIENTS))
-    def map_three(values):
-      return tff.federated_sum(tff.federated_map(count_three, values))
+      @tff.federated_computation(tff.FederatedType(value_type, tff.CLIENTS))
+      def map_clients(values):
+        return tff.federated_sum(tff.federated_map(count_all, values))
+      return map_clients
 
     round_num = iter(range(10**9))
 
-    def timed(fn, pick):
+    def timed(name):
+      computation = mapped(types[name])
+
       def measure():
-        data = [pick(data_fn(cid, next(round_num))) for cid in ids]
+        data = [splits(data_fn(cid, next(round_num)))[name] for cid in ids]
         start = time.perf_counter()
-        fn(data)
+        computation(data)
         return time.perf_counter() - start
       return measure
 
     times = self.bm.interleave(
-        collections.OrderedDict(
-            train_only=timed(map_one, lambda d: d['train']),
-            train_val_probe=timed(map_three, lambda d: d)),
+        collections.OrderedDict((name, timed(name)) for name in types),
         repeats=self.s.repeats, warmup=self.s.warmup)
-    extra = [(b - a) / (2 * len(ids))
-             for a, b in zip(times['train_only'], times['train_val_probe'])]
+
+    def per_dataset(more, fewer, extra_datasets):
+      return self.bm.summarize(
+          [(b - a) / (extra_datasets * len(ids))
+           for a, b in zip(times[fewer], times[more])], digits=5)
+
     return collections.OrderedDict(
-        train_only_s=self.bm.summarize(times['train_only']),
-        train_val_probe_s=self.bm.summarize(times['train_val_probe']),
-        seconds_per_extra_dataset_per_client=self.bm.summarize(extra,
-                                                               digits=5),
+        round_s=collections.OrderedDict(
+            (name, self.bm.summarize(values)) for name, values in times.items()),
+        seconds_per_extra_dataset_per_client=per_dataset(
+            'train_val_probe', 'train_only', 2),
+        held_out_saving_per_client=per_dataset(
+            'train_val_probe', 'train_held_out', 1),
         method=('TFF runtime, one federated_map over the round\'s clients of '
-                'a computation that counts the examples of HGB\'s (train, '
-                'val, probe) datasets vs of train alone, interleaved; the '
-                'extra time is divided by 2 datasets x clients.'))
+                'a computation that counts the elements of each client\'s '
+                'datasets: train only; HGB\'s train + one-element held_out '
+                'dataset; train + probe and val as datasets of their own '
+                '(HGB\'s former form). Per extra dataset = (train_val_probe '
+                '- train_only) / (2 x clients); the held-out saving = '
+                '(train_val_probe - train_held_out) / clients.'))
 
   # ---- scaling ----
 
@@ -1100,12 +1122,14 @@ def markdown_report(report: dict[str, Any]) -> str:
         lines.append(_row(key, runtimes[key]))
     transfer = runtimes.get('datasets_per_client')
     if isinstance(transfer, dict):
-      lines.append(_row('TFF runtime: one client-map round, train only s',
-                        transfer['train_only_s']))
-      lines.append(_row('TFF runtime: the same with HGB\'s train, val, probe s',
-                        transfer['train_val_probe_s']))
+      for name, summary in transfer['round_s'].items():
+        lines.append(_row(f'TFF runtime: a counting client map, {name}, s',
+                          summary))
       lines.append(_row('TFF runtime: s per extra dataset per client',
                         transfer['seconds_per_extra_dataset_per_client']))
+      lines.append(_row('TFF runtime: one held-out dataset instead of two, '
+                        's saved per client',
+                        transfer['held_out_saving_per_client']))
   scaling = r.get('scaling', {})
   if scaling:
     for n, summary in scaling['round_s'].items():

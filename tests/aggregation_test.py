@@ -9,6 +9,7 @@ import tensorflow_federated as tff
 from tff_hgb import aggregation
 from tff_hgb import hgb
 from tff_hgb import models
+from tff_hgb.data import client_data
 from tff_hgb.data import dataset as dataset_lib
 
 # Three "variables": one of modality 0, one of modality 1, one shared.
@@ -90,9 +91,10 @@ def test_hgb_process_with_modality_aware_and_mixed_weights_runs():
         presence={'a': np.ones(n, np.float32),
                   'b': np.full(n, presence_b, np.float32)})
     examples = dataset_lib.to_tf_dataset(ds)
-    return collections.OrderedDict(train=examples.take(n - 4).batch(4),
-                                   val=examples.skip(n - 4).batch(4),
-                                   probe=examples.take(4).batch(4))
+    return collections.OrderedDict(
+        train=examples.take(n - 4).batch(4),
+        held_out=client_data.held_out_dataset(
+            probe=examples.take(4).batch(4), val=examples.skip(n - 4).batch(4)))
 
   clients = [client(16, 1.0), client(16, 0.0)]
   model_fn = models.build_model_fn(mods, 3)

@@ -105,9 +105,8 @@ def test_hgb_shared_validation_sends_the_shared_set(basicmotions):
   config = dataclasses.replace(CONFIG, validation_source='shared')
   algorithm = algorithms.build_algorithm('hgb', federated, config)
   cid = algorithm.client_ids[0]
-  shared = algorithm.client_data(cid, 0)['val']
-  assert sum(int(b['y'].shape[0]) for b in shared) == (
-      federated.num_shared_val_examples)
+  shared = algorithm.client_data(cid, 0)['held_out'].get_single_element()
+  assert shared['val']['y'].shape[0] == federated.num_shared_val_examples
   assert federated.num_shared_val_examples > federated.num_val_examples(cid)
   output = _one_round(algorithm)
   weights = algorithm.process.get_model_weights(output.state)

@@ -132,10 +132,12 @@ def test_runtimes_and_workers_fields(quick_run):
     value = runtimes[key]
     assert _is_summary(value) or value.startswith('pending'), value
   transfer = runtimes['datasets_per_client']
-  for key in ('train_only_s', 'train_val_probe_s',
-              'seconds_per_extra_dataset_per_client'):
+  assert list(transfer['round_s']) == ['train_only', 'train_held_out',
+                                       'train_val_probe']
+  for key in ('seconds_per_extra_dataset_per_client',
+              'held_out_saving_per_client'):
     assert _is_summary(transfer[key]), (key, transfer[key])
-  assert transfer['train_only_s']['min'] > 0
+  assert all(v['min'] > 0 for v in transfer['round_s'].values())
   workers = results['multi_worker_round_time']
   assert set(workers['round_s']) == {'local', '1_workers', '2_workers'}
   assert all(_is_summary(v) for v in workers['round_s'].values())

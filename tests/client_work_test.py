@@ -9,6 +9,7 @@ import tensorflow_federated as tff
 from tff_hgb import client_work
 from tff_hgb import hgb
 from tff_hgb import models
+from tff_hgb.data import client_data
 from tff_hgb.data import dataset as dataset_lib
 
 NUM_CLASSES = 3
@@ -47,9 +48,10 @@ def _client_data(rng, n_train, n_val, *, learnable=True, batch_size=8,
   val = _examples(rng, n_val)
   if clean_only:
     train, val = (d.map(_drop_wide) for d in (train, val))
-  return collections.OrderedDict(train=train.batch(batch_size),
-                                 val=val.batch(batch_size),
-                                 probe=train.take(n_val).batch(batch_size))
+  return collections.OrderedDict(
+      train=train.batch(batch_size),
+      held_out=client_data.held_out_dataset(
+          probe=train.take(n_val).batch(batch_size), val=val.batch(batch_size)))
 
 
 def _run_client(data, *, blend, weighting, epochs=3, learning_rate=0.1,
@@ -163,3 +165,20 @@ def test_on_the_synthetic_generator_z_moves_to_the_generalizing_head():
                    state.client_work['prior']))
   assert [m.name for m in federated.modalities] == ['wide', 'clean']
   assert prior['clean'] > prior['wide'], prior
+
+
+def test_held_out_sets_are_evaluated_whole_in_bounded_chunks(monkeypatch):
+  # 40 validation examples in chunks of 7 give the statistics of one pass.
+  rng = np.random.default_rng(4)
+  data = _client_data(rng, 48, 40)
+  whole = _run_client(data, blend=client_work.BLEND_OGR,
+                      weighting=client_work.WEIGHT_OGR)
+  monkeypatch.setattr(client_work, 'EVAL_CHUNK', 7)
+  chunked = _run_client(data, blend=client_work.BLEND_OGR,
+                        weighting=client_work.WEIGHT_OGR)
+  np.testing.assert_array_equal(chunked[2]['val_count'], [40.0] * 3)
+  for key in ('val_loss_sum', 'val_correct', 'probe_loss_sum', 'probe_count'):
+    np.testing.assert_allclose(chunked[2][key], whole[2][key], rtol=1e-5,
+                               atol=1e-5)
+  for a, b in zip(chunked[0].update, whole[0].update):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

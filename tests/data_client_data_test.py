@@ -32,6 +32,12 @@ def _collect(ds):
   return tf.nest.map_structure(lambda *xs: np.concatenate(xs), *parts)
 
 
+def _held_out(data):
+  """HGB client data's held-out sets: OrderedDict(probe=, val=) of numpy."""
+  return tf.nest.map_structure(lambda t: t.numpy(),
+                               data['held_out'].get_single_element())
+
+
 def _expected(pool, indices, partition_presence):
   """What a client's examples must be: pool values, zero-filled and masked."""
   x, mask = collections.OrderedDict(), collections.OrderedDict()
@@ -71,11 +77,16 @@ def test_client_datasets_batches_shuffles_and_probes(case_c, pool):
   client = case_c.partition.clients[2]
   cid = client.client_id
   data = case_c.client_datasets(cid, batch_size=8, shuffle_seed=3)
-  assert list(data) == ['train', 'val', 'probe']
-  for ds in data.values():
-    assert ds.element_spec['x']['audio'] == tf.TensorSpec([None, 36],
-                                                          tf.float32)
-    assert ds.element_spec['y'] == tf.TensorSpec([None], tf.int32)
+  assert list(data) == ['train', 'held_out']
+  assert data['train'].element_spec['x']['audio'] == tf.TensorSpec(
+      [None, 36], tf.float32)
+  assert data['train'].element_spec['y'] == tf.TensorSpec([None], tf.int32)
+  # One element: the probe and the validation set, each one whole batch.
+  assert data['held_out'].cardinality() == 1
+  for part in ('probe', 'val'):
+    spec = data['held_out'].element_spec[part]
+    assert spec['x']['audio'].shape[1:] == [36]
+    assert spec['y'].dtype == tf.int32
   num_train, num_val = case_c.num_train_examples(cid), case_c.num_val_examples(
       cid)
   assert (num_train, num_val) == (len(client.train_indices),
@@ -93,12 +104,13 @@ def test_client_datasets_batches_shuffles_and_probes(case_c, pool):
                                 first['x']['audio'])
   assert max(int(b['y'].shape[0]) for b in data['train']) == 8
 
-  val = _collect(data['val'])
+  held_out = _held_out(data)
+  val = held_out['val']
   x, _, y = _expected(pool, client.val_indices, client.val_presence())
   np.testing.assert_array_equal(val['y'], y)
   np.testing.assert_array_equal(val['x']['accel'], x['accel'])
 
-  probe = _collect(data['probe'])
+  probe = held_out['probe']
   probe_indices = client.train_indices[:num_val]
   x, _, y = _expected(pool, probe_indices,
                       {m: p[:num_val] for m, p in client.presence.items()})
@@ -191,9 +203,9 @@ def _local_val_union(data):
 
 
 def _shared_val(data, cid, batch_size=16):
-  return _collect(data.client_datasets(
+  return _held_out(data.client_datasets(
       cid, batch_size=batch_size, shuffle_seed=0,
-      validation=client_data.SHARED_VALIDATION)['val'])
+      validation=client_data.SHARED_VALIDATION))['val']
 
 
 def test_shared_val_is_the_same_examples_masked_per_client(mixed_b, pool):
@@ -224,10 +236,11 @@ def test_shared_val_is_the_same_examples_masked_per_client(mixed_b, pool):
   local = mixed_b.client_datasets(both, batch_size=16, shuffle_seed=0)
   shared = mixed_b.client_datasets(both, batch_size=16, shuffle_seed=0,
                                    validation='shared')
-  for part in ('train', 'probe'):
-    np.testing.assert_array_equal(_collect(shared[part])['y'],
-                                  _collect(local[part])['y'])
-  assert len(_collect(local['val'])['y']) == mixed_b.num_val_examples(both)
+  np.testing.assert_array_equal(_collect(shared['train'])['y'],
+                                _collect(local['train'])['y'])
+  np.testing.assert_array_equal(_held_out(shared)['probe']['y'],
+                                _held_out(local)['probe']['y'])
+  assert len(_held_out(local)['val']['y']) == mixed_b.num_val_examples(both)
   # Its size is min(N, total local validation examples).
   everything = client_data.FederatedData(
       pool, mixed_b.partition, shared_validation_examples=10_000)
@@ -276,9 +289,13 @@ def test_shared_val_has_the_local_element_spec(mixed_b):
     shared = mixed_b.client_datasets(cid, batch_size=8, shuffle_seed=0,
                                      validation=client_data.SHARED_VALIDATION)
     assert list(shared) == list(local)
-    assert tf.nest.map_structure(lambda d: d.element_spec, shared) == (
-        tf.nest.map_structure(lambda d: d.element_spec, local))
-    assert shared['val'].element_spec == local['val'].element_spec
+    assert shared['train'].element_spec == local['train'].element_spec
+
+    def spec(data):  # Row counts differ; the rest must not.
+      return tf.nest.map_structure(lambda s: (s.shape[1:], s.dtype),
+                                   data['held_out'].element_spec)
+
+    assert spec(shared) == spec(local)
 
 
 def test_shared_val_settings_survive_uni_modal_views(mixed_b, pool):

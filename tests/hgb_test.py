@@ -10,6 +10,7 @@ import tensorflow_federated as tff
 from tff_hgb import client_work
 from tff_hgb import hgb
 from tff_hgb import models
+from tff_hgb.data import client_data
 from tff_hgb.data import dataset as dataset_lib
 
 MODALITIES = [dataset_lib.ModalitySpec('a', 'vector', (5,)),
@@ -29,8 +30,9 @@ def _client(rng, n, *, presence_b=1.0, batch_size=4, num_val=4, labels=None):
   examples = dataset_lib.to_tf_dataset(ds)
   return collections.OrderedDict(
       train=examples.take(n - num_val).batch(batch_size),
-      val=examples.skip(n - num_val).batch(batch_size),
-      probe=examples.take(num_val).batch(batch_size))
+      held_out=client_data.held_out_dataset(
+          probe=examples.take(num_val).batch(batch_size),
+          val=examples.skip(n - num_val).batch(batch_size)))
 
 
 @pytest.fixture(scope='module')
@@ -78,7 +80,10 @@ def test_type_signatures_are_as_documented():
   data_type = next_type.parameter[1]
   assert data_type.placement is tff.CLIENTS
   assert list(dict(tff.structure.iter_elements(data_type.member))) == [
-      'train', 'val', 'probe']
+      'train', 'held_out']
+  held_out = data_type.member.held_out.element
+  assert list(dict(tff.structure.iter_elements(held_out))) == ['probe', 'val']
+  assert held_out.val.x.a == tff.TensorType(np.float32, [None, 5])
   element = data_type.member.train.element
   assert element.y == tff.TensorType(np.int32, [None])
   assert element.x.a == tff.TensorType(np.float32, [None, 5])
@@ -193,8 +198,7 @@ def test_non_finite_client_is_rejected_and_counted(clients):
       lambda e: collections.OrderedDict(
           x=collections.OrderedDict(a=e['x']['a'] * np.inf, b=e['x']['b']),
           mask=e['mask'], y=e['y']))
-  bad = collections.OrderedDict(train=bad_train, val=bad['val'],
-                                probe=bad['probe'])
+  bad = collections.OrderedDict(train=bad_train, held_out=bad['held_out'])
   model_fn = models.build_model_fn(MODALITIES, NUM_CLASSES)
   process = hgb.build_hgb_process(
       model_fn, client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.1))

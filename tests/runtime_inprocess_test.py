@@ -24,6 +24,7 @@ import tensorflow_federated as tff
 from tff_hgb import hgb
 from tff_hgb import models
 from tff_hgb import runtime
+from tff_hgb.data import client_data
 from tff_hgb.data import dataset as dataset_lib
 from tff_hgb.runtime import configure
 from tff_hgb.runtime import inprocess
@@ -51,8 +52,9 @@ def _client(rng, n, *, presence_b=1.0, batch_size=4, num_val=4):
   examples = dataset_lib.to_tf_dataset(ds)
   return collections.OrderedDict(
       train=examples.take(n - num_val).batch(batch_size),
-      val=examples.skip(n - num_val).batch(batch_size),
-      probe=examples.take(num_val).batch(batch_size))
+      held_out=client_data.held_out_dataset(
+          probe=examples.take(num_val).batch(batch_size),
+          val=examples.skip(n - num_val).batch(batch_size)))
 
 
 def make_clients(seed=0):

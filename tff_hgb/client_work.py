@@ -4,9 +4,13 @@
 warm-up, modality weights z^k, client weight u_k); `build_hgb_client_work` is a
 thin TFF wrapper that gives it placements and types.
 
-Client data is a structure of three batched datasets (see
-`tff_hgb.data.client_data.FederatedData.client_datasets`):
-  OrderedDict(train=<T_k, shuffled>, val=<V_k>, probe=<T'_k ⊂ T_k, |T'_k|=|V_k|>)
+Client data is two datasets (see
+`tff_hgb.data.client_data.FederatedData.client_datasets`, and
+`tff_hgb.data.client_data.held_out_dataset` for one's own data):
+  OrderedDict(train=<batches of T_k, shuffled>,
+              held_out=<one element: OrderedDict(
+                  probe=<T'_k ⊂ T_k, |T'_k| = |V_k|, one batch>,
+                  val=<V_k, one batch>)>)
 """
 
 from __future__ import annotations
@@ -114,11 +118,8 @@ def _data_options() -> tf.data.Options:
 
 
 _DATA_OPTIONS = _data_options()
-
-
-def _zeros_like_heads(num_heads):
-  z = tf.zeros([num_heads], tf.float32)
-  return (z, z, z)
+# Examples per forward pass when HGB evaluates a held-out set.
+EVAL_CHUNK = 256
 
 
 def build_hgb_client_update(model_fn: Callable[[], models.MultiModalModel],
@@ -144,16 +145,19 @@ def build_hgb_client_update(model_fn: Callable[[], models.MultiModalModel],
   heads = model.heads
   num_heads = len(heads)
 
-  def evaluate(dataset):
-    """Inference-mode per-head (loss_sum, correct, count) over a dataset.
+  def evaluate(batch):
+    """Inference-mode per-head (loss_sum, correct, count) over a whole set.
 
-    A loop over an iterator (a while loop in the graph), not `dataset.reduce`:
-    the TF runtime instantiates and Grappler-optimises a reduce function anew on
-    every call, which cost more than the inference itself (docs/BENCHMARKS.md).
+    One forward pass per EVAL_CHUNK examples (one pass for the usual few
+    dozen), so activations stay bounded however large a held-out set is.
     """
-    totals = _zeros_like_heads(num_heads)
-    for batch in iter(dataset):
-      _, loss_sum, correct, count = model.head_statistics(batch,
+    size = tf.shape(batch['y'])[0]
+    zeros = tf.zeros([num_heads], tf.float32)
+    totals = (zeros, zeros, zeros)
+    for start in tf.range(0, size, EVAL_CHUNK):
+      chunk = tf.nest.map_structure(
+          lambda t, start=start: t[start:start + EVAL_CHUNK], batch)
+      _, loss_sum, correct, count = model.head_statistics(chunk,
                                                           training=False)
       totals = (totals[0] + loss_sum, totals[1] + correct, totals[2] + count)
     return totals
@@ -163,14 +167,15 @@ def build_hgb_client_update(model_fn: Callable[[], models.MultiModalModel],
                     optimizer_hparams, data):
     data = tf.nest.map_structure(
         lambda dataset: dataset.with_options(_DATA_OPTIONS), data)
+    held_out = data['held_out'].get_single_element()
     model_weights = tff.learning.models.ModelWeights.from_model(model)
     tf.nest.map_structure(lambda v, t: v.assign(t), model_weights,
                           initial_weights)
     trainable = tuple(tf.nest.flatten(model_weights.trainable))
 
     # Snapshot A: the received global model.
-    probe_a = evaluate(data['probe'])
-    val_a = evaluate(data['val'])
+    probe_a = evaluate(held_out['probe'])
+    val_a = evaluate(held_out['val'])
     train_loss_a = losses.mean_head_losses(probe_a[0], probe_a[2])
     val_loss_a = losses.mean_head_losses(val_a[0], val_a[2])
     present = tf.cast(
@@ -227,8 +232,8 @@ def build_hgb_client_update(model_fn: Callable[[], models.MultiModalModel],
 
     # Snapshot B and modality-level blending.
     if blend == BLEND_OGR:
-      probe_b = evaluate(data['probe'])
-      val_b = evaluate(data['val'])
+      probe_b = evaluate(held_out['probe'])
+      val_b = evaluate(held_out['val'])
       z = ogr.modality_blend_weights(
           train_loss_a, val_loss_a,
           losses.mean_head_losses(probe_b[0], probe_b[2]),
@@ -244,8 +249,8 @@ def build_hgb_client_update(model_fn: Callable[[], models.MultiModalModel],
                                                 optimizer_state, num_examples)
 
     # Snapshot C and the client-level weight on the blended loss A → C.
-    probe_c = evaluate(data['probe'])
-    val_c = evaluate(data['val'])
+    probe_c = evaluate(held_out['probe'])
+    val_c = evaluate(held_out['val'])
     train_loss_c = losses.mean_head_losses(probe_c[0], probe_c[2])
     val_loss_c = losses.mean_head_losses(val_c[0], val_c[2])
     blended = [losses.blended_loss(x, z) for x in
@@ -324,9 +329,11 @@ def build_hgb_client_work(
 ) -> tff.learning.templates.ClientWorkProcess:
   """HGB's `tff.learning.templates.ClientWorkProcess`.
 
-  Type signatures (H = number of heads, W = model weights, D = client data):
+  Type signatures (H = number of heads, W = model weights, D = the model's
+  batched input type):
     initialize: ( -> <prior=float32[H], optimizer=<hparams>, hgb=<hparams>>@SERVER)
-    next: (<state@SERVER, W@CLIENTS, <train=D*,val=D*,probe=D*>@CLIENTS> ->
+    next: (<state@SERVER, W@CLIENTS,
+            <train=D*,held_out=<probe=D,val=D>*>@CLIENTS> ->
            <state=state@SERVER, result=<update=W.trainable,
             update_weight=float32>@CLIENTS, measurements=<train=...,
             hgb=...>@SERVER>)
@@ -364,10 +371,11 @@ def build_hgb_client_work(
             lambda t: tf.TensorSpec(t.shape, t.dtype),
             model.report_local_unfinalized_metrics()))
   num_heads = len(heads)
+  held_out_type = tff.types.StructWithPythonType(
+      [('probe', element_type), ('val', element_type)], collections.OrderedDict)
   data_type = tff.types.StructWithPythonType(
       [('train', tff.SequenceType(element_type)),
-       ('val', tff.SequenceType(element_type)),
-       ('probe', tff.SequenceType(element_type))], collections.OrderedDict)
+       ('held_out', tff.SequenceType(held_out_type))], collections.OrderedDict)
   if metrics_aggregator is None:
     metrics_aggregator = tff.learning.metrics.sum_then_finalize
   aggregate_metrics = metrics_aggregator(metric_finalizers, unfinalized_type)

@@ -111,10 +111,13 @@ def build_hgb_process(
   Returns:
     A `tff.learning.templates.LearningProcess` with
       initialize: ( -> LearningAlgorithmState@SERVER)
-      next: (<LearningAlgorithmState@SERVER, {<train=D*,val=D*,probe=D*>}@CLIENTS>
+      next: (<LearningAlgorithmState@SERVER,
+              {<train=D*,held_out=<probe=D,val=D>*>}@CLIENTS>
              -> <state=LearningAlgorithmState@SERVER, metrics=<distributor=<>,
              client_work=<train=..., hgb=...>, aggregator=..., finalizer=...>@SERVER>)
-    where D is the batched element type of the model's input spec. The blending
+    where D is the batched element type of the model's input spec; `held_out`
+    has one element, the probe and validation sets as whole batches
+    (`tff_hgb.data.client_data.held_out_dataset`). The blending
     prior z̄ is `state.client_work['prior']`.
   """
   if mode not in MODES:

@@ -6,10 +6,12 @@
   examples in the project's element structure (`dataset.element_spec`), built
   with `ClientData.from_clients_and_tf_fn`, so `dataset_computation` works too.
 * `client_datasets(cid, ...)`: THE one place that batches and shuffles a
-  client's data for an algorithm: `OrderedDict(train, val, probe)`.
-  `validation=LOCAL_VALIDATION` (default) makes `val` the client's own local
-  validation part; `validation=SHARED_VALIDATION` makes it the client's view of
-  the shared validation set (below).
+  client's data for HGB: `OrderedDict(train, held_out)`, the batched training
+  part and a one-element dataset of the held-out sets as whole batches,
+  `OrderedDict(probe, val)` (`held_out_dataset` builds one from the user's own
+  data). `validation=LOCAL_VALIDATION` (default) makes `val` the client's own
+  local validation part; `validation=SHARED_VALIDATION` makes it the client's
+  view of the shared validation set (below).
 * `train_dataset(cid, ...)`: one dataset of `local_epochs` passes, for
   baselines (e.g. TFF's FedAvg) that take a single dataset.
 
@@ -53,6 +55,39 @@ DataError = dataset.DataError
 LOCAL_VALIDATION = 'local'
 SHARED_VALIDATION = 'shared'
 VALIDATION_SOURCES = (LOCAL_VALIDATION, SHARED_VALIDATION)
+
+
+def _as_batch(part):
+  """A batched dataset's examples as one batch; a batch (structure of arrays or
+  tensors) as it is."""
+  if not isinstance(part, tf.data.Dataset):
+    return part
+  batches = list(part)
+  if not batches:
+    return tf.nest.map_structure(
+        lambda s: np.zeros([0] + s.shape.as_list()[1:], s.dtype.as_numpy_dtype),
+        part.element_spec)
+  return tf.nest.map_structure(lambda *xs: np.concatenate(xs, axis=0),
+                               *batches)
+
+
+def held_out_dataset(probe, val) -> tf.data.Dataset:
+  """HGB's held-out sets as the one-element dataset its client data carries.
+
+  Args:
+    probe: T'_k, the training examples HGB measures training losses on; a
+      batched `tf.data.Dataset` or one batch (structure of arrays or tensors).
+    val: V_k (or the client's view of the shared validation set); the same.
+
+  Returns:
+    A dataset of one element, `OrderedDict(probe=<batch>, val=<batch>)`, each
+    batch holding all of its set's examples. One dataset rather than two,
+    because TFF's runtime moves and rebuilds every dataset of a client's value
+    separately (~5 ms each, docs/BENCHMARKS.md), and a client work process
+    takes only datasets.
+  """
+  return tf.data.Dataset.from_tensors(collections.OrderedDict(
+      probe=_as_batch(probe), val=_as_batch(val)))
 
 
 class _ClientExampleTable:
@@ -99,6 +134,14 @@ class _ClientExampleTable:
   def size(self, client_id: str) -> int:
     start, end = self._row_range[client_id]
     return end - start
+
+  def batch(self, client_id: str, limit=None):
+    """One client's examples (the first `limit`) as one batch of numpy arrays."""
+    start, end = self._row_range[client_id]
+    if limit is not None:
+      end = min(end, start + int(limit))
+    return tf.nest.map_structure(lambda column: column[start:end],
+                                 self._columns)
 
   def dataset_fn(self, client_id, limit=None) -> tf.data.Dataset:
     """Unbatched examples of one client; traceable (client_id may be a tensor).
@@ -283,9 +326,13 @@ class FederatedData:
     Returns:
       OrderedDict(
         train=training part, shuffled (seeded, reshuffled on every pass),
-        val=validation part (local or shared) in fixed order,
-        probe=the first len(local validation part) training examples in fixed
-          partition order, a fixed subset for measuring training losses).
+          batched,
+        held_out=`held_out_dataset(probe, val)`: one element holding
+          probe=the first len(local validation part) training examples in
+            fixed partition order (a fixed subset for measuring training
+            losses) and
+          val=the validation part (local or shared) in fixed order,
+          each as one batch).
     """
     if validation not in VALIDATION_SOURCES:
       raise ValueError(f'Unknown validation source {validation!r}; allowed: '
@@ -296,18 +343,17 @@ class FederatedData:
     num_train = self.num_train_examples(client_id)
     num_val = self.num_val_examples(client_id)
     if validation == SHARED_VALIDATION:
-      val = self._shared_validation_table().dataset_fn(
+      val = self._shared_validation_table().batch(
           self._modality_set_key(client_id))
     else:
-      val = self.val_client_data.create_tf_dataset_for_client(client_id)
+      val = self._val.batch(client_id)
     return collections.OrderedDict(
         train=train.shuffle(max(num_train, 1), seed=shuffle_seed,
                             reshuffle_each_iteration=True).batch(batch_size),
-        val=val.batch(batch_size),
         # Its own slice rather than train.take(...): a serialized dataset
         # then carries |V_k| examples instead of the whole training part.
-        probe=self._train.dataset_fn(client_id, limit=num_val).batch(
-            batch_size),
+        held_out=held_out_dataset(
+            self._train.batch(client_id, limit=num_val), val),
     )
 
   def train_dataset(self, client_id: str, *, batch_size: int,
