@@ -321,3 +321,24 @@ def test_shared_val_errors_name_the_problem(mixed_b, pool):
   with pytest.raises(dataset.DataError, match='shared_validation_seed'):
     client_data.FederatedData(pool, mixed_b.partition,
                               shared_validation_seed=-1)
+
+
+def test_held_out_dataset_from_batched_datasets_and_arrays():
+  examples = tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
+      x=collections.OrderedDict(a=np.arange(10, dtype=np.float32)[:, None]),
+      y=np.arange(10, dtype=np.int32)))
+  held_out = client_data.held_out_dataset(
+      probe=examples.take(5).batch(2),  # Batches of 2, 2, 1 → one of 5.
+      val=examples.skip(10).batch(4))   # Empty → 0 rows, same structure.
+  assert held_out.cardinality() == 1
+  element = tf.nest.map_structure(lambda t: t.numpy(),
+                                  held_out.get_single_element())
+  np.testing.assert_array_equal(element['probe']['y'], np.arange(5))
+  assert element['probe']['x']['a'].shape == (5, 1)
+  assert element['val']['x']['a'].shape == (0, 1)
+  assert element['val']['y'].dtype == np.int32
+  # A batch of arrays goes in as it is.
+  arrays = client_data.held_out_dataset(probe=element['probe'],
+                                        val=element['probe'])
+  np.testing.assert_array_equal(
+      arrays.get_single_element()['val']['y'].numpy(), np.arange(5))

@@ -64,8 +64,10 @@ def _as_batch(part):
     return part
   batches = list(part)
   if not batches:
+    # No rows; an unknown inner dimension holds nothing either.
     return tf.nest.map_structure(
-        lambda s: np.zeros([0] + s.shape.as_list()[1:], s.dtype.as_numpy_dtype),
+        lambda s: np.zeros([0] + [d or 0 for d in s.shape.as_list()[1:]],
+                           s.dtype.as_numpy_dtype),
         part.element_spec)
   return tf.nest.map_structure(lambda *xs: np.concatenate(xs, axis=0),
                                *batches)
