@@ -161,13 +161,9 @@ class _ClientExampleTable:
       key = key.decode() if isinstance(key, bytes) else str(key)
       if key in self._row_range:
         # Python slicing of the numpy columns: the tensor path below costs
-        # ~14 ms per dataset in eager op dispatch (three datasets per client
-        # per round), this about a tenth of that.
-        start, end = self._row_range[key]
-        if limit is not None:
-          end = min(end, start + int(limit))
-        return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(
-            lambda column: column[start:end], self._columns))
+        # ~14 ms per dataset in eager op dispatch (a client's training data,
+        # every round), this about a tenth of that.
+        return tf.data.Dataset.from_tensor_slices(self.batch(key, limit))
     columns = (self._eager_columns if tf.executing_eagerly() else
                tf.nest.map_structure(tf.constant, self._columns))
     position = tf.reshape(tf.where(tf.equal(self._ids, client_id)), [-1])[0]
