@@ -713,15 +713,14 @@ class Benchmark:
         total += 1
       return total
 
-    def splits(value):
-      return {
-          'train_only': value['train'],
-          'train_held_out': value,
-          'train_val_probe': collections.OrderedDict(
-              train=value['train'],
-              **{part: tf.data.Dataset.from_tensors(batch) for part, batch in
-                 value['held_out'].get_single_element().items()}),
-      }
+    # Each form from a client's HGB value, built only for its own turn.
+    forms = collections.OrderedDict(
+        train_only=lambda value: value['train'],
+        train_held_out=lambda value: value,
+        train_val_probe=lambda value: collections.OrderedDict(
+            train=value['train'],
+            **{part: tf.data.Dataset.from_tensors(batch) for part, batch in
+               value['held_out'].get_single_element().items()}))
 
     def mapped(value_type):
       @tff.tensorflow.computation(value_type)
@@ -739,7 +738,7 @@ class Benchmark:
       computation = mapped(types[name])
 
       def measure():
-        data = [splits(data_fn(cid, next(round_num)))[name] for cid in ids]
+        data = [forms[name](data_fn(cid, next(round_num))) for cid in ids]
         start = time.perf_counter()
         computation(data)
         return time.perf_counter() - start
