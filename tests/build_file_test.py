@@ -112,5 +112,101 @@ def test_deps_name_existing_targets_and_cover_imports():
             f':{owner} is not in deps')
 
 
+# --- Writing BUILD --------------------------------------------------------
+# `python tests/build_file_test.py --write` regenerates BUILD from the tree;
+# test_build_is_generated_from_the_tree keeps the two identical.
+
+_HEADER = """\
+# Bazel targets mirroring the layout, as in TFF's own repository.
+# Bazel cannot fetch its Python rules offline here; tests/build_file_test.py
+# keeps this file true (every module covered, every import a declared dep).
+# Regenerate it with `python tests/build_file_test.py --write`.
+
+load("@rules_python//python:defs.bzl", "py_binary", "py_library", "py_test")
+
+package(default_visibility = ["//visibility:public"])
+"""
+# Import name → PyPI distribution (as @pypi//<name>); other imports are ours
+# or the standard library's.
+THIRD_PARTY = {
+    'absl': 'absl_py', 'grpc': 'grpcio', 'hypothesis': 'hypothesis',
+    'matplotlib': 'matplotlib', 'numpy': 'numpy', 'portpicker': 'portpicker',
+    'psutil': 'psutil', 'pytest': 'pytest', 'sklearn': 'scikit_learn',
+    'scipy': 'scipy', 'tensorflow': 'tensorflow',
+    'tensorflow_federated': 'tensorflow_federated',
+    'tensorflow_io': 'tensorflow_io', 'tqdm': 'tqdm',
+}
+
+
+def _target_name(src):
+  path = pathlib.PurePosixPath(src)
+  if src.startswith('tests/'):
+    return path.stem if path.stem.endswith('_test') else f'tests_{path.stem}'
+  if src.startswith('experiments/'):
+    return 'experiments' if path.stem == '__init__' else path.stem
+  parts = list(path.with_suffix('').parts)
+  if parts[-1] == '__init__':
+    parts = parts[:-1]
+  return '_'.join(parts)
+
+
+def _is_binary(src):
+  return (src.startswith('experiments/') and
+          "if __name__ == '__main__':" in (ROOT / src).read_text())
+
+
+def _third_party(src):
+  tree = ast.parse((ROOT / src).read_text(), filename=src)
+  names = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      tops = [a.name.split('.')[0] for a in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+      tops = [node.module.split('.')[0]]
+    else:
+      continue
+    names.update(f'@pypi//{THIRD_PARTY[t]}' for t in tops if t in THIRD_PARTY)
+  return names
+
+
+def _starlark_list(items):
+  if not items:
+    return '[]'
+  return '[\n' + ''.join(f'        "{i}",\n' for i in items) + '    ]'
+
+
+def expected_build():
+  """The BUILD file the tree implies (targets sorted by source path)."""
+  files = (_python_files('tff_hgb') + _python_files('experiments') +
+           _python_files('tests'))
+  owners = {src: _target_name(src) for src in files}
+  blocks = [_HEADER]
+  for src in files:
+    name = owners[src]
+    rule = ('py_test' if src.endswith('_test.py') and src.startswith('tests/')
+            else 'py_binary' if _is_binary(src) else 'py_library')
+    deps = {f':{owners[m]}' for m in _our_imports(src) if m != src}
+    if rule == 'py_test' and 'tests/conftest.py' in owners:
+      deps.add(':tests_conftest')
+    deps = sorted(deps) + sorted(_third_party(src))
+    lines = [f'{rule}(', f'    name = "{name}",', f'    srcs = ["{src}"],']
+    if rule == 'py_binary':
+      lines.append(f'    main = "{src}",')
+    if deps:
+      lines.append(f'    deps = {_starlark_list(deps)},')
+    lines.append(')')
+    blocks.append('\n'.join(lines) + '\n')
+  return '\n'.join(blocks)
+
+
+def test_build_is_generated_from_the_tree():
+  assert (ROOT / 'BUILD').read_text() == expected_build(), (
+      'BUILD is out of date: run `python tests/build_file_test.py --write`')
+
+
 if __name__ == '__main__':
-  pytest.main([__file__])
+  import sys  # pylint: disable=g-import-not-at-top
+  if sys.argv[1:] == ['--write']:
+    (ROOT / 'BUILD').write_text(expected_build())
+  else:
+    pytest.main([__file__])
