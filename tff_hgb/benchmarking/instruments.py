@@ -333,17 +333,12 @@ PERF_GROUPS = collections.OrderedDict([
 ])
 
 
-def perf_profile(pid: int, run: Callable[[], Any], *, top: int = 15
-                 ) -> dict[str, Any]:
-  """Samples process `pid` with `perf record -g` while `run()` executes.
+def _perf_report(pid: int, run: Callable[[], Any]) -> tuple[str, str]:
+  """`perf record -g` of process `pid` during `run()`, then `perf report`.
 
   Returns:
-    OrderedDict(groups={label: inclusive % of samples}, top=[(incl %, self %,
-    symbol)], samples_file=None) or OrderedDict(error=...) when perf is
-    missing or not permitted.
+    (perf report's text, '') or ('', why the recording failed).
   """
-  if not perf_available():
-    return collections.OrderedDict(error='perf not found')
   with tempfile.TemporaryDirectory() as tmp:
     data_path = os.path.join(tmp, 'perf.data')
     recorder = subprocess.Popen(  # pylint: disable=consider-using-with
@@ -362,19 +357,42 @@ def perf_profile(pid: int, run: Callable[[], Any], *, top: int = 15
         recorder.kill()
         _, stderr = recorder.communicate()
     if not os.path.exists(data_path) or os.path.getsize(data_path) == 0:
-      return collections.OrderedDict(
-          error=f'perf record failed: {stderr.decode(errors="replace")[-300:]}')
+      return '', (
+          f'perf record failed: {stderr.decode(errors="replace")[-300:]}')
     report = subprocess.run(
         ['perf', 'report', '-i', data_path, '--children', '--sort', 'symbol',
          '--stdio', '-g', 'none', '--percent-limit', '0.5'],
         capture_output=True, text=True, timeout=300, check=False)
+  return report.stdout, ''
+
+
+def _perf_rows(report: str) -> list[tuple[float, float, str]]:
+  """(inclusive %, self %, symbol) of each line of `perf report --children`."""
   rows = []
   pattern = re.compile(r'^\s*([\d.]+)%\s+([\d.]+)%\s+\[[.k]\]\s+(.*?)\s*$')
-  for line in report.stdout.splitlines():
+  for line in report.splitlines():
     match = pattern.match(line)
     if match:
       symbol = re.sub(r'\s+-\s+-\s*$', '', match.group(3)).strip()
       rows.append((float(match.group(1)), float(match.group(2)), symbol))
+  return rows
+
+
+def perf_profile(pid: int, run: Callable[[], Any], *, top: int = 15
+                 ) -> dict[str, Any]:
+  """Samples process `pid` with `perf record -g` while `run()` executes.
+
+  Returns:
+    OrderedDict(groups={label: inclusive % of samples}, top=[(incl %, self %,
+    symbol)], samples_file=None) or OrderedDict(error=...) when perf is
+    missing or not permitted.
+  """
+  if not perf_available():
+    return collections.OrderedDict(error='perf not found')
+  report, error = _perf_report(pid, run)
+  if error:
+    return collections.OrderedDict(error=error)
+  rows = _perf_rows(report)
   if not rows:
     return collections.OrderedDict(error='perf report gave no samples')
   groups = collections.OrderedDict()
