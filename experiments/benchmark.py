@@ -116,8 +116,8 @@ def main(argv):
   # Imported only now: TensorFlow reads TF_CPP_MIN_LOG_LEVEL when it is first
   # imported, and a bad flag is answered without waiting for its slow import.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tff_hgb.benchmarking import driver  # pylint: disable=g-import-not-at-top
   tf.get_logger().setLevel('ERROR')
+  from tff_hgb.benchmarking import driver  # pylint: disable=g-import-not-at-top
   if _PLAIN_LOOP_SERVER.value:
     driver.serve_plain_loop(settings, _PLAIN_LOOP_SERVER.value)
     return
