@@ -1,25 +1,20 @@
-"""Helpers of the benchmark program (`experiments/benchmark.py`, docs/BENCHMARKS.md).
+"""Measuring instruments: side-by-side repeats, round time, memory, traces.
 
-Nothing here changes what a learning process computes; these are measuring
-instruments:
+Also what the numbers were measured on, and `perf` samples of a worker:
 
   machine_info / versions        what the numbers were measured on
   summarize / interleave         medians (with min and max) of repeats measured
                                  side by side (A B A B ...) after warm-up
   RoundRunner                    times `process.next` alone (client datasets are
                                  built before the clock starts)
-  model_flops_per_example        forward and training-step FLOPs of a model
-                                 (tf.compat.v1.profiler), with a dense-layer
-                                 count as a cross-check
-  measure_matmul_gflops          this machine's large-matmul rate
   rss_mb / worker_processes      resident memory of this process + TFF workers
+  RssSampler                     the peak of that memory, sampled in a thread
   count_client_update_traces     how often the HGB client update's Python body
                                  is traced (and how often a model is built)
-  PlainHGBLoop                   a hand-written single-process round: the same
-                                 HGB local procedure (`client_work`), the same
-                                 weighted mean and server step, no TFF runtime
   cpu_seconds / perf_profile     where a round's time goes (CPU of this process
                                  and of the worker; Linux `perf` of the worker)
+
+Nothing here changes what a learning process computes.
 """
 
 from __future__ import annotations
@@ -28,23 +23,22 @@ import collections
 import contextlib
 import dataclasses
 import functools
+import importlib.metadata
 import os
 import platform
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
+import threading
 import time
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import psutil
 import tensorflow as tf
-import tensorflow_federated as tff
 
 from tff_hgb import client_work
-from tff_hgb import losses
 from tff_hgb import models
 
 WORKER_BINARY_NAME = 'worker_binary'
@@ -85,8 +79,6 @@ def machine_info() -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-  import importlib.metadata  # pylint: disable=g-import-not-at-top
-
   result = collections.OrderedDict(python=platform.python_version())
   for package in ('tensorflow', 'tensorflow-federated', 'numpy', 'psutil'):
     try:
@@ -185,156 +177,6 @@ class RoundRunner:
     return elapsed
 
 
-# ---------------------------------------------------------------------------
-# Arithmetic.
-
-
-def _fixed_batch_placeholders(input_spec, batch_size: int):
-  return tf.nest.map_structure(
-      lambda s: tf.compat.v1.placeholder(s.dtype, [batch_size] +
-                                         s.shape.as_list()[1:]), input_spec)
-
-
-@contextlib.contextmanager
-def _quiet_native_output():
-  """Silences C++ writes to stdout/stderr (the profiler's shape notices)."""
-  sys.stdout.flush()
-  sys.stderr.flush()
-  saved = [os.dup(1), os.dup(2)]
-  with open(os.devnull, 'wb') as devnull:
-    os.dup2(devnull.fileno(), 1)
-    os.dup2(devnull.fileno(), 2)
-  try:
-    yield
-  finally:
-    os.dup2(saved[0], 1)
-    os.dup2(saved[1], 2)
-    for fd in saved:
-      os.close(fd)
-
-
-def _profiled_flops(graph: tf.Graph) -> int:
-  """Float ops of every op in `graph` with a FLOPs statistic (MatMul, BiasAdd,
-  element-wise ops, ...); ops whose shapes depend on the data (the masked
-  losses' small element-wise ops) have none and are left out."""
-  options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
-  options['output'] = 'none'
-  with _quiet_native_output():
-    profile = tf.compat.v1.profiler.profile(graph, options=options)
-  return int(profile.total_float_ops)
-
-
-def model_flops_per_example(model_fn: Callable[[], models.MultiModalModel],
-                            batch_size: int = 32) -> dict[str, Any]:
-  """FLOPs per example of inference and of one training step.
-
-  Counted by `tf.compat.v1.profiler` (float_operation) on graphs with a fixed
-  batch of `batch_size`: the forward pass of every head with its masked
-  cross-entropy (inference, as HGB's snapshots), and forward plus gradients of
-  the loss over all heads with respect to every trainable variable (a training
-  step; the optimizer update's few FLOPs per parameter are counted too).
-
-  Returns:
-    OrderedDict(forward, train_step, analytic_dense_forward, parameters,
-    method).
-  """
-  counts = {}
-  for kind in ('forward', 'train_step'):
-    graph = tf.Graph()
-    with graph.as_default():
-      model = model_fn()
-      batch = _fixed_batch_placeholders(model.input_spec, batch_size)
-      with tf.GradientTape() as tape:
-        _, loss_sum, _, count = model.head_statistics(
-            batch, training=kind == 'train_step')
-        loss = losses.blended_loss(
-            losses.mean_head_losses(loss_sum, count),
-            tf.fill([len(model.heads)], 1.0 / len(model.heads)))
-      if kind == 'train_step':
-        variables = model.trainable_variables
-        gradients = tape.gradient(loss, variables)
-        for variable, gradient in zip(variables, gradients):
-          if gradient is not None:
-            variable.assign_sub(0.01 * gradient)
-      counts[kind] = _profiled_flops(graph) / batch_size
-  with tf.Graph().as_default():
-    keras_model = model_fn().keras_model
-    analytic = dense_forward_flops(keras_model)
-    parameters = int(sum(np.prod(v.shape) for v in
-                         keras_model.trainable_variables))
-  return collections.OrderedDict(
-      forward=counts['forward'], train_step=counts['train_step'],
-      analytic_dense_forward=analytic, parameters=parameters,
-      method=('tf.compat.v1.profiler float_operation on a fixed batch of '
-              f'{batch_size}, divided by {batch_size}'))
-
-
-def dense_forward_flops(keras_model: tf.keras.Model) -> Optional[float]:
-  """2·in·out (+ out for the bias) per Dense layer and example; None when the
-  model has layers with weights other than Dense (e.g. convolutions)."""
-  total = 0.0
-
-  def layers_of(model):
-    for layer in model.layers:
-      if isinstance(layer, tf.keras.Model):
-        yield from layers_of(layer)
-      else:
-        yield layer
-
-  for layer in layers_of(keras_model):
-    if not layer.weights:
-      continue
-    if not isinstance(layer, tf.keras.layers.Dense):
-      return None
-    fan_in, fan_out = layer.kernel.shape
-    total += 2.0 * fan_in * fan_out + (fan_out if layer.use_bias else 0)
-  return total
-
-
-def measure_matmul_gflops(n: int = 2048, repeats: int = 5, warmup: int = 2
-                          ) -> dict[str, Any]:
-  """GFLOP/s of an n×n float32 tf.matmul in this process (2n³ per product)."""
-  a = tf.random.stateless_uniform([n, n], seed=[1, 2])
-  b = tf.random.stateless_uniform([n, n], seed=[3, 4])
-
-  @tf.function
-  def product(x, y):
-    return tf.reduce_sum(tf.matmul(x, y))
-
-  for _ in range(warmup):
-    product(a, b).numpy()
-  rates = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    product(a, b).numpy()
-    rates.append(2.0 * n**3 / (time.perf_counter() - start) / 1e9)
-  summary = summarize(rates, digits=2)
-  summary['matrix_size'] = n
-  summary['threads'] = ('TensorFlow default (intra-op = usable cores: '
-                        f'{machine_info()["cpus_usable"]})')
-  return summary
-
-
-def hgb_round_flops(sizes: Sequence[tuple[int, int, int]], local_epochs: int,
-                    flops: Mapping[str, float]) -> dict[str, float]:
-  """FLOPs of one round, summed over clients.
-
-  Args:
-    sizes: per client (training examples, probe examples, validation
-      examples).
-    local_epochs: E.
-    flops: `model_flops_per_example` output.
-
-  Returns:
-    OrderedDict(training, snapshots, hgb=training+snapshots, fedavg=training):
-    training = E·n_train·train_step; HGB's three snapshots each run inference
-    over the probe and the validation examples.
-  """
-  training = sum(local_epochs * n * flops['train_step'] for n, _, _ in sizes)
-  snapshots = sum(3 * (p + v) * flops['forward'] for _, p, v in sizes)
-  return collections.OrderedDict(training=training, snapshots=snapshots,
-                                 hgb=training + snapshots, fedavg=training)
-
 
 # ---------------------------------------------------------------------------
 # Memory and processes.
@@ -381,6 +223,33 @@ def _total_cpu_seconds(processes: Sequence[psutil.Process]) -> float:
     except psutil.Error:
       continue
   return total
+
+
+class RssSampler:
+  """Samples the RSS of this process + its workers in a thread; keeps the peak."""
+
+  def __init__(self, interval: float = 0.05):
+    self._interval = interval
+    self._stop = threading.Event()
+    self.peak_mb = 0.0
+    self._thread = threading.Thread(target=self._run, daemon=True)
+
+  def _run(self):
+    while not self._stop.is_set():
+      try:
+        self.peak_mb = max(self.peak_mb, rss_mb()['total'])
+      except Exception:  # pylint: disable=broad-except
+        pass
+      self._stop.wait(self._interval)
+
+  def __enter__(self):
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc):
+    self._stop.set()
+    self._thread.join()
+    self.peak_mb = max(self.peak_mb, rss_mb()['total'])
 
 
 # ---------------------------------------------------------------------------
@@ -438,82 +307,6 @@ def count_client_update_traces():
 
 
 # ---------------------------------------------------------------------------
-# The practical floor: a plain single-process loop.
-
-
-class PlainHGBLoop:
-  """One HGB round without TFF's runtime: the floor a runtime can approach.
-
-  The same local procedure as the TFF process (`client_work.
-  build_hgb_client_update`, one tf.function traced once), called client after
-  client in this process; the clients' deltas averaged with their weights in a
-  tf.function; the server step w ← w − lr·Δ̄ (server SGD); the prior z̄ ← the
-  n_k-weighted mean of the z^k. Metrics aggregation is not done.
-
-  Build and run it in a process that builds no TFF process (or any Keras model
-  inside a `tf.Graph`) afterwards: Keras invalidates models built eagerly once
-  a model is built inside a graph, which is what TFF does when it builds a
-  process. The benchmark runs it in a child process for that reason.
-  """
-
-  def __init__(self, model_fn, client_optimizer, *, blend: str, weighting: str,
-               hparams: client_work.HGBHParams, server_learning_rate: float):
-    self._update = client_work.build_hgb_client_update(
-        model_fn, blend=blend, weighting=weighting)
-    self._optimizer = client_optimizer
-    self._optimizer_hparams = client_optimizer.get_hparams(
-        client_optimizer.initialize(tf.TensorSpec((), tf.float32)))
-    self._hparams = {k: tf.constant(v) for k, v in hparams.as_state().items()}
-    model = model_fn()
-    self.weights = tff.learning.models.ModelWeights(
-        trainable=[tf.Variable(v) for v in model.trainable_variables],
-        non_trainable=[tf.Variable(v) for v in model.non_trainable_variables])
-    self.prior = tf.Variable(tf.fill([len(model.heads)],
-                                     1.0 / len(model.heads)))
-    self._server_learning_rate = server_learning_rate
-    self.rounds = 0
-
-    @tf.function
-    def accumulate(totals, weight_total, z_sum, z_weight, result, stats):
-      weight = result.update_weight
-      totals = [t + weight * u for t, u in zip(totals, result.update)]
-      return (totals, weight_total + weight, z_sum + stats['z_sum'],
-              z_weight + stats['z_weight'])
-
-    @tf.function
-    def apply(totals, weight_total, z_sum, z_weight):
-      for variable, total in zip(self.weights.trainable, totals):
-        variable.assign_sub(self._server_learning_rate *
-                            tf.math.divide_no_nan(total, weight_total))
-      self.prior.assign(tf.where(z_weight > 0, z_sum / tf.maximum(
-          z_weight, 1e-30), self.prior))
-
-    self._accumulate = accumulate
-    self._apply = apply
-
-  def round(self, client_datasets: Sequence[Any]) -> None:
-    weights = tff.learning.models.ModelWeights(
-        trainable=[v.read_value() for v in self.weights.trainable],
-        non_trainable=[v.read_value() for v in self.weights.non_trainable])
-    totals = [tf.zeros_like(v) for v in self.weights.trainable]
-    weight_total = tf.constant(0.0)
-    z_sum = tf.zeros_like(self.prior)
-    z_weight = tf.constant(0.0)
-    for data in client_datasets:
-      result, _, stats = self._update(self._optimizer, weights, self.prior,
-                                      self._hparams, self._optimizer_hparams,
-                                      data)
-      totals, weight_total, z_sum, z_weight = self._accumulate(
-          totals, weight_total, z_sum, z_weight, result, stats)
-    self._apply(totals, weight_total, z_sum, z_weight)
-    self.rounds += 1
-
-  @property
-  def client_update_traces(self) -> int:
-    return self._update.experimental_get_tracing_count()
-
-
-# ---------------------------------------------------------------------------
 # Where the time goes.
 
 
@@ -540,17 +333,12 @@ PERF_GROUPS = collections.OrderedDict([
 ])
 
 
-def perf_profile(pid: int, run: Callable[[], Any], *, top: int = 15
-                 ) -> dict[str, Any]:
-  """Samples process `pid` with `perf record -g` while `run()` executes.
+def _perf_report(pid: int, run: Callable[[], Any]) -> tuple[str, str]:
+  """`perf record -g` of process `pid` during `run()`, then `perf report`.
 
   Returns:
-    OrderedDict(groups={label: inclusive % of samples}, top=[(incl %, self %,
-    symbol)], samples_file=None) or OrderedDict(error=...) when perf is
-    missing or not permitted.
+    (perf report's text, '') or ('', why the recording failed).
   """
-  if not perf_available():
-    return collections.OrderedDict(error='perf not found')
   with tempfile.TemporaryDirectory() as tmp:
     data_path = os.path.join(tmp, 'perf.data')
     recorder = subprocess.Popen(  # pylint: disable=consider-using-with
@@ -569,19 +357,42 @@ def perf_profile(pid: int, run: Callable[[], Any], *, top: int = 15
         recorder.kill()
         _, stderr = recorder.communicate()
     if not os.path.exists(data_path) or os.path.getsize(data_path) == 0:
-      return collections.OrderedDict(
-          error=f'perf record failed: {stderr.decode(errors="replace")[-300:]}')
+      return '', (
+          f'perf record failed: {stderr.decode(errors="replace")[-300:]}')
     report = subprocess.run(
         ['perf', 'report', '-i', data_path, '--children', '--sort', 'symbol',
          '--stdio', '-g', 'none', '--percent-limit', '0.5'],
         capture_output=True, text=True, timeout=300, check=False)
+  return report.stdout, ''
+
+
+def _perf_rows(report: str) -> list[tuple[float, float, str]]:
+  """(inclusive %, self %, symbol) of each line of `perf report --children`."""
   rows = []
   pattern = re.compile(r'^\s*([\d.]+)%\s+([\d.]+)%\s+\[[.k]\]\s+(.*?)\s*$')
-  for line in report.stdout.splitlines():
+  for line in report.splitlines():
     match = pattern.match(line)
     if match:
       symbol = re.sub(r'\s+-\s+-\s*$', '', match.group(3)).strip()
       rows.append((float(match.group(1)), float(match.group(2)), symbol))
+  return rows
+
+
+def perf_profile(pid: int, run: Callable[[], Any], *, top: int = 15
+                 ) -> dict[str, Any]:
+  """Samples process `pid` with `perf record -g` while `run()` executes.
+
+  Returns:
+    OrderedDict(groups={label: inclusive % of samples}, top=[(incl %, self %,
+    symbol)], samples_file=None) or OrderedDict(error=...) when perf is
+    missing or not permitted.
+  """
+  if not perf_available():
+    return collections.OrderedDict(error='perf not found')
+  report, error = _perf_report(pid, run)
+  if error:
+    return collections.OrderedDict(error=error)
+  rows = _perf_rows(report)
   if not rows:
     return collections.OrderedDict(error='perf report gave no samples')
   groups = collections.OrderedDict()
