@@ -176,7 +176,7 @@ def set_inprocess_context(
   """Installs the in-process context as TFF's default context.
 
   Must run before TensorFlow initialises its devices in this process (see the
-  module docstring): first thing in `main`, or in a fresh process.
+  package docstring): first thing in `main`, or in a fresh process.
 
   Args:
     devices: None (all GPUs if any, else the CPU), 'cpu', 'cpu:N' (N logical

@@ -1,8 +1,7 @@
 """Devices of the in-process context: parsing a device spec, setting devices up.
 
-Logical CPU devices and GPU memory growth must be configured before TensorFlow
-initialises its devices in this process; too late raises
-`DeviceConfigurationError` with the remedy.
+Logical CPUs and GPU memory growth must be set before TensorFlow initialises
+its devices; asked for too late, `DeviceConfigurationError` says what to do.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """TFF's TensorFlow computations as in-process callables, per (device, slot).
 
-`tensorflow_function` imports a `CompiledComputation` once (a process-wide
-cache); `BoundTensorFlow` runs it on the calling thread's device, call by call
-or folded over many values in one traced call.
+`tensorflow_function` wraps a `CompiledComputation` once per process;
+`BoundTensorFlow` runs it on the calling thread's device, or folds many values.
 """
 
 from __future__ import annotations

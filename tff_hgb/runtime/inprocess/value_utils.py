@@ -1,8 +1,7 @@
 """Values of the in-process interpreter, by TFF type: flatten, pack, convert.
 
-Federated values are Python values (SERVER: the value; CLIENTS: a list), structs
-are `structure.Struct`s, sequences `tf.data.Dataset`s; `ingest` and `export`
-convert a computation's argument and result at the context's boundary.
+Federated: the value (SERVER) or a list (CLIENTS); structs: `structure.Struct`;
+sequences: `tf.data.Dataset`. `ingest`/`export` convert at the context's edge.
 """
 
 from __future__ import annotations
