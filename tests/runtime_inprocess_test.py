@@ -7,6 +7,7 @@ TFF runtime. The helpers below (tiny HGB data, model, processes) are shared by
 the child and by runtime_multiworker_test.py.
 """
 
+import ast
 import collections
 import functools
 import json
@@ -28,6 +29,7 @@ from tff_hgb.data import client_data
 from tff_hgb.data import dataset as dataset_lib
 from tff_hgb.runtime import configure
 from tff_hgb.runtime import inprocess
+from tff_hgb.runtime.inprocess import tf_functions
 
 _TESTS = os.path.dirname(os.path.abspath(__file__))
 _REPO = os.path.dirname(_TESTS)
@@ -352,7 +354,7 @@ def test_aggregate_folds_clients_in_order_in_one_traced_call(restore_context):
   tff.framework.get_context_stack().set_default_context(context)
   def fold_traces():
     return sum(f.fold_traces for f in list(
-        inprocess._TF_FUNCTIONS.values()))  # pylint: disable=protected-access
+        tf_functions._TF_FUNCTIONS.values()))  # pylint: disable=protected-access
 
   before = fold_traces()
   for round_values in (values, [v + 1.0 for v in values], values):
@@ -382,7 +384,7 @@ def test_variables_are_initialised_on_every_call(restore_context):
   expected = [[_add_to_fresh_variable(x) for x in (1.0, 2.0, 1.0)],
               [_variable_from_parameter(x) for x in (3.0, 5.0)]]
   assert expected == [[11.0, 12.0, 11.0], [7.0, 11.0]]
-  functions = inprocess._TF_FUNCTIONS  # pylint: disable=protected-access
+  functions = tf_functions._TF_FUNCTIONS  # pylint: disable=protected-access
   known = set(functions.keys())
   tff.framework.get_context_stack().set_default_context(
       inprocess.InProcessContext(['/device:CPU:0']))
@@ -468,3 +470,47 @@ def test_good_runtime_flags_are_normalised():
   config = configure.validate_runtime_flags('inprocess', devices='gpu:2')
   assert config.devices == 'gpu:2'
   assert config.max_clients_in_flight_per_device >= 1
+
+
+# --- The package's coupling to TFF's internals. ------------------------------
+
+_PRIVATE_PACKAGES = ('tensorflow_federated.python', 'tensorflow.python')
+_PUBLIC_ROOTS = ('tff', 'tensorflow_federated', 'tf', 'tensorflow')
+
+
+def _is_private(module):
+  return any(module == p or module.startswith(p + '.')
+             for p in _PRIVATE_PACKAGES)
+
+
+def _private_uses(path):
+  """Private TFF / TensorFlow modules that a source file imports or reaches."""
+  with open(path) as f:
+    tree = ast.parse(f.read(), filename=path)
+  found = []
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      found.extend(a.name for a in node.names if _is_private(a.name))
+    elif isinstance(node, ast.ImportFrom):
+      if node.level == 0 and _is_private(node.module or ''):
+        found.append(node.module)
+    elif (isinstance(node, ast.Attribute) and node.attr == 'python' and
+          isinstance(node.value, ast.Name) and node.value.id in _PUBLIC_ROOTS):
+      found.append(f'{node.value.id}.python')  # e.g. tff.python.core...
+    elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and
+          any(p + '.' in node.value for p in _PRIVATE_PACKAGES)):
+      found.append(node.value)  # e.g. importlib.import_module('...').
+  return found
+
+
+def test_private_tff_imports_only_in_internals():
+  package = os.path.dirname(inprocess.__file__)
+  uses = {name: _private_uses(os.path.join(package, name))
+          for name in sorted(os.listdir(package)) if name.endswith('.py')}
+  assert {'__init__.py', 'context.py', 'interpreter.py', 'intrinsics.py',
+          'tf_functions.py', 'value_utils.py'} <= set(uses)
+  assert any(m.startswith('tensorflow_federated.python.core.impl')
+             for m in uses.pop('_tff_internals.py'))
+  assert uses == {name: [] for name in uses}, (
+      'Import private TFF / TensorFlow symbols in _tff_internals.py only (and '
+      'list them in its upgrade checklist).')
