@@ -10,6 +10,20 @@ Public API (imported on first use, so that `tff_hgb.data` alone stays light):
 """
 
 import importlib
+import importlib.util
+
+# The one place the version is written: pyproject.toml reads it from here.
+__version__ = '0.1.0'
+
+# TFF 0.87.0 cannot be a declared dependency (it pins a jaxlib the registry does
+# not serve), so `pip install` leaves it out. find_spec only looks for it, so
+# importing tff_hgb stays as light as before.
+if importlib.util.find_spec('tensorflow_federated') is None:
+  raise ModuleNotFoundError(
+      'tff_hgb needs TensorFlow Federated, installed without its dependencies: '
+      'pip install --no-deps tensorflow-federated==0.87.0 '
+      'multiviewstacking==0.7.5 seglearn==1.2.5 pyts==0.14.1 '
+      '(README, "Use it in your own project")', name='tensorflow_federated')
 
 _SYMBOLS = {
     'build_hgb_process': 'tff_hgb.hgb',
