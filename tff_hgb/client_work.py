@@ -109,7 +109,7 @@ def warmup_blend(blend: Blend, prior, present) -> tf.Tensor:
   if blend == Blend.FUSED:
     return tf.one_hot(num_heads - 1, num_heads)
   if blend == Blend.UNIFORM:
-    return tf.math.divide_no_nan(present, tf.reduce_sum(present))
+    return ogr.uniform_over(present)
   return ogr.restrict_prior(prior, present)
 
 
