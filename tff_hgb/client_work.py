@@ -102,6 +102,12 @@ class ClientWeights(NamedTuple):
   num_examples: tf.Tensor  # Examples trained on (E·n_k), as float32.
   ogr: tf.Tensor           # u_k.
 
+  @classmethod
+  def of(cls, num_examples, u, rejected) -> ClientWeights:
+    accepted = 1.0 - rejected
+    return cls(accepted, tf.cast(num_examples, tf.float32) * accepted,
+               u * accepted)
+
 
 def warmup_blend(blend: Blend, prior, present) -> tf.Tensor:
   """The head weights of the warm-up (and of all training unless OGR)."""
@@ -217,6 +223,18 @@ class _LocalLoop(NamedTuple):
   blend_scale: tf.Tensor
 
 
+def _start_local_loop(optimizer, optimizer_hparams, trainable, train, hparams):
+  """The local loop's constants and the optimizer's initial state."""
+  # One iterator over all E epochs, so the steps after the warm-up continue
+  # exactly where it stopped (same batches as an uninterrupted loop).
+  iterator = iter(train.repeat(tf.cast(hparams['local_epochs'], tf.int64)))
+  optimizer_state = optimizer.initialize(
+      tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable))
+  optimizer_state = optimizer.set_hparams(optimizer_state, optimizer_hparams)
+  return (_LocalLoop(optimizer, trainable, iterator, hparams['blend_scale']),
+          optimizer_state)
+
+
 # ---------------------------------------------------------------------------
 # The local procedure.
 # ---------------------------------------------------------------------------
@@ -307,13 +325,8 @@ def build_hgb_client_update(model_fn: Callable[[], models.MultiModalModel],
     present = a.present
     warmup_z = warmup_blend(blend, prior, present)
     warmup_steps, total_steps = local_steps(data['train'], hparams)
-    # One iterator over all E epochs, so the steps after the warm-up continue
-    # exactly where it stopped (same batches as an uninterrupted loop).
-    loop = _LocalLoop(optimizer, trainable, iter(data['train'].repeat(
-        tf.cast(hparams['local_epochs'], tf.int64))), hparams['blend_scale'])
-    optimizer_state = optimizer.set_hparams(optimizer.initialize(
-        tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable)),
-                                            optimizer_hparams)
+    loop, optimizer_state = _start_local_loop(
+        optimizer, optimizer_hparams, trainable, data['train'], hparams)
     optimizer_state, num_examples = train_steps(
         loop, warmup_steps, warmup_z, optimizer_state,
         tf.constant(0, tf.int64))
@@ -333,10 +346,7 @@ def build_hgb_client_update(model_fn: Callable[[], models.MultiModalModel],
         tf.nest.map_structure(tf.subtract, initial_weights.trainable,
                               model_weights.trainable))
     rejected = tf.cast(non_finite, tf.float32)
-    accepted = 1.0 - rejected
-    weights = ClientWeights(accepted,
-                            tf.cast(num_examples, tf.float32) * accepted,
-                            u * accepted)
+    weights = ClientWeights.of(num_examples, u, rejected)
     weight = choose_client_weight(weighting, weights, trained_modalities)
     if non_finite > 0:
       model.reset_metrics()

@@ -140,6 +140,28 @@ def _shuffle_seed(config: AlgorithmConfig, client_index: int, round_num: int):
   return (config.seed * 1_000_003 + round_num * 7919 + client_index) % (2**31)
 
 
+def _hgb_process(name: str, model_fn, config: AlgorithmConfig):
+  """HGB mode `name`'s process and where its clients measure OGR."""
+  overrides = dict(config.hgb_overrides)
+  overrides.setdefault('local_epochs', config.local_epochs)
+  client_switches = {}
+  validation = client_data_lib.LOCAL_VALIDATION
+  if name == 'hgb':  # The other modes are literal (see AlgorithmConfig).
+    client_switches = dict(
+        client_weight_mix=config.client_weight_mix,
+        client_weight_temper=config.client_weight_temper,
+        max_client_share=config.max_client_share)
+    validation = config.validation_source
+  hgb_process_config = hgb_config.HGBConfig.for_mode(
+      name, modality_aware=config.modality_aware, **client_switches,
+      **overrides)
+  process = hgb.build_process_from_config(
+      model_fn, hgb_process_config,
+      client_optimizer_fn=_client_optimizer(config),
+      server_optimizer_fn=_server_optimizer(config))
+  return process, validation
+
+
 def build_algorithm(name: str, federated_data, config: AlgorithmConfig
                     ) -> Algorithm:
   """Builds registry entry `name` on `federated_data` (a FederatedData)."""
@@ -163,23 +185,7 @@ def build_algorithm(name: str, federated_data, config: AlgorithmConfig
                                    head_weights=head_weights)
 
   if name in HGB_MODES:
-    overrides = dict(config.hgb_overrides)
-    overrides.setdefault('local_epochs', config.local_epochs)
-    client_switches = {}
-    validation = client_data_lib.LOCAL_VALIDATION
-    if name == 'hgb':  # The other modes are literal (see AlgorithmConfig).
-      client_switches = dict(
-          client_weight_mix=config.client_weight_mix,
-          client_weight_temper=config.client_weight_temper,
-          max_client_share=config.max_client_share)
-      validation = config.validation_source
-    hgb_process_config = hgb_config.HGBConfig.for_mode(
-        name, modality_aware=config.modality_aware, **client_switches,
-        **overrides)
-    process = hgb.build_process_from_config(
-        model_fn, hgb_process_config,
-        client_optimizer_fn=_client_optimizer(config),
-        server_optimizer_fn=_server_optimizer(config))
+    process, validation = _hgb_process(name, model_fn, config)
 
     def client_data(cid, round_num):
       return federated_data.client_datasets(
