@@ -182,3 +182,24 @@ def test_held_out_sets_are_evaluated_whole_in_bounded_chunks(monkeypatch):
                                atol=1e-5)
   for a, b in zip(chunked[0].update, whole[0].update):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_choose_client_weight_follows_the_weighting():
+  held = lambda: tf.constant([1.0, 0.0])
+  weights = client_work.ClientWeights.of(tf.constant(10, tf.int64),
+                                         tf.constant(2.5), tf.constant(0.0))
+  weighting = client_work.ClientWeighting
+  assert float(client_work.choose_client_weight(weighting.OGR, weights,
+                                                held)) == 2.5
+  assert float(client_work.choose_client_weight(weighting.NUM_EXAMPLES,
+                                                weights, held)) == 10.0
+  structured = client_work.choose_client_weight(weighting.STRUCTURED, weights,
+                                                held)
+  assert list(structured) == ['num_examples', 'ogr', 'modalities']
+  np.testing.assert_array_equal(structured['modalities'], [1.0, 0.0])
+  # A rejected update (not finite) weighs nothing, whatever the weighting.
+  rejected = client_work.ClientWeights.of(tf.constant(10, tf.int64),
+                                          tf.constant(2.5), tf.constant(1.0))
+  structured = client_work.choose_client_weight(weighting.STRUCTURED, rejected,
+                                                held)
+  assert [float(tf.reduce_sum(v)) for v in structured.values()] == [0, 0, 0]

@@ -1,6 +1,7 @@
 """build_hgb_process: parity with TFF's FedAvg, the modes of §5, types, composition."""
 
 import collections
+import dataclasses
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import tensorflow_federated as tff
 
 from tff_hgb import client_work
 from tff_hgb import hgb
+from tff_hgb import hgb_config
 from tff_hgb import models
 from tff_hgb.data import client_data
 from tff_hgb.data import dataset as dataset_lib
@@ -243,3 +245,56 @@ def test_run_training_process_works_after_an_experiment_run(clients, tmp_path):
       mode='fused')
   tff.simulation.run_training_process(
       process, training_selection_fn=lambda _: clients[:1], total_rounds=1)
+
+
+# ---- The configuration decides the client weighting once. ----
+
+
+@pytest.mark.parametrize('mode, switches, weighting, mix', [
+    ('hgb', {}, 'num_examples', 0.0),
+    ('hgb_paper', {}, 'ogr', 1.0),
+    ('m_gb', {}, 'num_examples', 0.0),
+    ('c_gb', {}, 'ogr', 1.0),
+    ('fused', {}, 'num_examples', 0.0),
+    ('all_heads', {}, 'num_examples', 0.0),
+    ('hgb', dict(client_weight_mix=1.0), 'ogr', 1.0),
+    ('m_gb', dict(client_weight_mix=1.0), 'ogr', 1.0),
+    ('hgb_paper', dict(client_weight_mix=0.0), 'num_examples', 0.0),
+    ('hgb', dict(client_weight_mix=0.5), 'structured', 0.5),
+    ('hgb', dict(modality_aware=True), 'structured', 0.0),
+    ('c_gb', dict(modality_aware=True), 'structured', 1.0),
+])
+def test_config_decides_the_client_weighting(mode, switches, weighting, mix):
+  config = hgb_config.HGBConfig.for_mode(mode, **switches)
+  assert config.client_weighting == weighting
+  assert config.mix == mix
+  assert (config.blend, config.weighting) == hgb.MODES[mode]
+
+
+def test_config_defaults_validation_and_off_switches():
+  config = hgb_config.HGBConfig.for_mode('hgb', client_weight_temper=0.0,
+                                         max_client_share=0.0,
+                                         warmup_fraction=0.25)
+  assert config.hparams == dataclasses.replace(hgb.DEFAULT_HGB_HPARAMS,
+                                               warmup_fraction=0.25)
+  assert config.client_weight_temper is None
+  assert config.max_client_share is None
+  assert hgb_config.HGBConfig.for_mode('c_gb').hparams == hgb.PAPER_HPARAMS
+  # The modes' blends and weightings are still their former strings.
+  blend, weighting = hgb.MODES['m_gb']
+  assert (blend, weighting) == ('ogr', 'num_examples')
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    config.modality_aware = True
+  for kwargs, message in [
+      (dict(client_weight_mix=1.5), 'client_weight_mix must lie in'),
+      (dict(client_weight_temper=-1.0), 'client_weight_temper must be'),
+      (dict(max_client_share=1.5), 'max_client_share must lie in'),
+      (dict(modality_aware=True, max_client_share=0.3), 'max_client_share'),
+      (dict(client_weight_mix=0.5, max_client_share=0.3), 'max_client_share'),
+  ]:
+    with pytest.raises(ValueError, match=message):
+      hgb_config.HGBConfig.for_mode('hgb', **kwargs)
+  with pytest.raises(ValueError, match='blend must be one of'):
+    hgb_config.HGBConfig(blend='online')
+  with pytest.raises(ValueError, match='weighting must be one of'):
+    hgb_config.HGBConfig(weighting='structured')

@@ -127,11 +127,51 @@ def _is_int(value) -> bool:
   return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+@dataclasses.dataclass(frozen=True)
+class GBlendOptions:
+  """The switches of `blend='offline_gblend'` (`train_centralized`'s gblend_*).
+
+  Attributes:
+    warmup_epochs: warm-up epochs; None = max(1, round(0.2 · epochs)).
+    epsilon: floor of ΔO² (ALGORITHM.md §3).
+    probe_size: None = L^T on the whole training part; an integer = on a
+      seeded subset of that size.
+    relative_floor: optional κ, ΔO² ≥ κ · mean over heads (§5b).
+    fusion_floor: z_fusion ≥ this after the estimate (§5b; 0 = none).
+  """
+
+  warmup_epochs: Optional[int] = None
+  epsilon: float = ogr.DEFAULT_EPSILON
+  probe_size: Optional[int] = None
+  relative_floor: Optional[float] = None
+  fusion_floor: float = 0.0
+
+  def __post_init__(self):
+    if self.warmup_epochs is not None and (
+        not _is_int(self.warmup_epochs) or self.warmup_epochs < 1):
+      raise ValueError('gblend_warmup_epochs must be an integer ≥ 1 or None, '
+                       f'got {self.warmup_epochs!r}.')
+    if self.probe_size is not None and (
+        not _is_int(self.probe_size) or self.probe_size < 1):
+      raise ValueError('gblend_probe_size must be an integer ≥ 1 or None (the '
+                       f'whole training part), got {self.probe_size!r}.')
+    if self.relative_floor is not None and (
+        not isinstance(self.relative_floor, numbers.Real) or
+        not math.isfinite(self.relative_floor) or self.relative_floor < 0):
+      raise ValueError('gblend_relative_floor must be a finite number ≥ 0 or '
+                       f'None, got {self.relative_floor!r}.')
+    if (not isinstance(self.fusion_floor, numbers.Real) or
+        not 0.0 <= self.fusion_floor <= 1.0):
+      raise ValueError('gblend_fusion_floor must lie in [0, 1], got '
+                       f'{self.fusion_floor!r}.')
+    if (not isinstance(self.epsilon, numbers.Real) or
+        not math.isfinite(self.epsilon) or self.epsilon <= 0):
+      raise ValueError('gblend_epsilon must be a finite number > 0, got '
+                       f'{self.epsilon!r}.')
+
+
 def _check_arguments(train, test, epochs, batch_size, learning_rate,
-                     blend, validation_fraction, eval_every,
-                     gblend_warmup_epochs, gblend_probe_size,
-                     gblend_relative_floor, gblend_epsilon,
-                     gblend_fusion_floor):
+                     blend, validation_fraction, eval_every):
   if not isinstance(train, dataset_lib.MultiModalDataset):
     raise ValueError('train must be a MultiModalDataset, got '
                      f'{type(train).__name__}.')
@@ -156,27 +196,9 @@ def _check_arguments(train, test, epochs, batch_size, learning_rate,
     raise ValueError('validation_fraction must lie strictly between 0 and 1 '
                      '(the validation split is carved from train), got '
                      f'{validation_fraction!r}.')
-  if gblend_warmup_epochs is not None and (
-      not _is_int(gblend_warmup_epochs) or gblend_warmup_epochs < 1):
-    raise ValueError('gblend_warmup_epochs must be an integer ≥ 1 or None, '
-                     f'got {gblend_warmup_epochs!r}.')
-  if gblend_probe_size is not None and (
-      not _is_int(gblend_probe_size) or gblend_probe_size < 1):
-    raise ValueError('gblend_probe_size must be an integer ≥ 1 or None (the '
-                     f'whole training part), got {gblend_probe_size!r}.')
-  if gblend_relative_floor is not None and (
-      not isinstance(gblend_relative_floor, numbers.Real) or
-      not math.isfinite(gblend_relative_floor) or gblend_relative_floor < 0):
-    raise ValueError('gblend_relative_floor must be a finite number ≥ 0 or '
-                     f'None, got {gblend_relative_floor!r}.')
-  if (not isinstance(gblend_fusion_floor, numbers.Real) or
-      not 0.0 <= gblend_fusion_floor <= 1.0):
-    raise ValueError('gblend_fusion_floor must lie in [0, 1], got '
-                     f'{gblend_fusion_floor!r}.')
-  if (not isinstance(gblend_epsilon, numbers.Real) or
-      not math.isfinite(gblend_epsilon) or gblend_epsilon <= 0):
-    raise ValueError('gblend_epsilon must be a finite number > 0, got '
-                     f'{gblend_epsilon!r}.')
+
+
+def _check_data(train, test):
   if len(train) < 2:
     raise ValueError(f'train ({train.name}) needs at least 2 examples (one to '
                      f'train on, one to validate on), has {len(train)}.')
@@ -364,6 +386,95 @@ def _selection_key(entry):
   return (accuracy, -loss, -entry['epoch'])
 
 
+def estimate_gblend(trainer: _Trainer, evaluate_on, train_part, val_part,
+                    train_indices: np.ndarray, options: GBlendOptions, *,
+                    epochs: int, seed: int, probe_name: str
+                    ) -> tuple[np.ndarray, dict[str, Any]]:
+  """G-Blend's offline head weights z, and the estimate's record.
+
+  From the trainer's current weights (checkpoint A), a warm-up with equal
+  weights over the heads that apply (checkpoint B); per head, L^T on the
+  training probe and L^V on `val_part` at A and B (`evaluate_on`, inference
+  mode), then z ∝ ΔG/ΔO² (`ogr.modality_blend_weights`) with the fusion floor
+  (`ogr.stabilize_blend`). Leaves the trainer at B: the caller restarts.
+
+  Returns:
+    (z, the `CentralizedResult.gblend` dict).
+  """
+  heads = trainer.heads
+  warmup_epochs = (max(1, int(round(0.2 * epochs)))
+                   if options.warmup_epochs is None else options.warmup_epochs)
+  if options.probe_size is None or options.probe_size >= len(train_indices):
+    probe_positions = np.arange(len(train_indices))
+  else:
+    probe_rng = np.random.default_rng([seed, _STREAM_PROBE])
+    probe_positions = np.sort(probe_rng.choice(
+        len(train_indices), options.probe_size, replace=False))
+  probe_part = train_part.subset(probe_positions, name=probe_name)
+  # Checkpoint A: the initial weights.
+  train_a = _head_losses(evaluate_on(probe_part), heads)
+  val_a = _head_losses(evaluate_on(val_part), heads)
+  present = (np.isfinite(train_a) & np.isfinite(val_a)).astype(np.float32)
+  if not present.any():
+    raise ValueError('offline_gblend: no head applies to both the training '
+                     'probe and the validation split.')
+  equal = ogr.uniform_over(present).numpy()
+  warmup_rng = np.random.default_rng([seed, _STREAM_WARMUP])
+  for _ in range(warmup_epochs):
+    trainer.run_epoch(equal, warmup_rng)
+  # Checkpoint B: after the warm-up.
+  train_b = _head_losses(evaluate_on(probe_part), heads)
+  val_b = _head_losses(evaluate_on(val_part), heads)
+  z_ogr = ogr.modality_blend_weights(train_a, val_a, train_b, val_b,
+                                     present, equal, epsilon=options.epsilon,
+                                     relative_floor=options.relative_floor)
+  z = ogr.stabilize_blend(z_ogr, present,
+                          fusion_floor=options.fusion_floor).numpy()
+  delta_g, delta_o = ogr.generalization_and_overfitting(
+      train_a, val_a, train_b, val_b)
+  return z, {
+      'z': z.copy(),
+      'z_ogr': z_ogr.numpy(),
+      'delta_g': delta_g.numpy(),
+      'delta_o': delta_o.numpy(),
+      'present': present,
+      'warmup_epochs': warmup_epochs,
+      'probe_indices': train_indices[probe_positions],
+      'train_a': train_a, 'val_a': val_a,
+      'train_b': train_b, 'val_b': val_b,
+  }
+
+
+def _fit(trainer: _Trainer, z: np.ndarray, evaluate_on, evaluated_parts, *,
+         epochs: int, eval_every: int, seed: int):
+  """`epochs` epochs with the fixed head weights z; (history, best, weights).
+
+  Evaluates `evaluated_parts` ((prefix, dataset) pairs) every `eval_every`-th
+  and the last epoch, and keeps the weights of the best one by
+  `_selection_key`.
+  """
+  train_rng = np.random.default_rng([seed, _STREAM_TRAIN])
+  history = []
+  best_entry = None
+  best_weights = None
+  for epoch in range(1, epochs + 1):
+    entry = {'epoch': epoch}
+    entry.update(trainer.run_epoch(z, train_rng))
+    entry['head_weights'] = [float(w) for w in z]
+    evaluated = epoch % eval_every == 0 or epoch == epochs
+    entry['evaluated'] = evaluated
+    if evaluated:
+      for prefix, part in evaluated_parts:
+        for key, value in evaluate_on(part).items():
+          entry[f'{prefix}/{key}'] = float(value)
+      if best_entry is None or _selection_key(entry) > _selection_key(
+          best_entry):
+        best_entry = entry
+        best_weights = _weights_of(trainer.keras_model)
+    history.append(entry)
+  return history, best_entry, best_weights
+
+
 def train_centralized(
     train: dataset_lib.MultiModalDataset,
     test: dataset_lib.MultiModalDataset,
@@ -421,9 +532,12 @@ def train_centralized(
     ValueError: bad arguments (the message says which and why).
   """
   _check_arguments(train, test, epochs, batch_size, learning_rate, blend,
-                   validation_fraction, eval_every, gblend_warmup_epochs,
-                   gblend_probe_size, gblend_relative_floor, gblend_epsilon,
-                   gblend_fusion_floor)
+                   validation_fraction, eval_every)
+  gblend_options = GBlendOptions(
+      warmup_epochs=gblend_warmup_epochs, epsilon=gblend_epsilon,
+      probe_size=gblend_probe_size, relative_floor=gblend_relative_floor,
+      fusion_floor=gblend_fusion_floor)
+  _check_data(train, test)
   if not _is_int(eval_batch_size) or eval_batch_size < 1:
     raise ValueError('eval_batch_size must be an integer ≥ 1, got '
                      f'{eval_batch_size!r}.')
@@ -456,71 +570,15 @@ def train_centralized(
     z = (models.fused_only_weights(modality_names) if fixed_weights is None
          else fixed_weights)
   else:
-    warmup_epochs = (max(1, int(round(0.2 * epochs)))
-                     if gblend_warmup_epochs is None else gblend_warmup_epochs)
-    if gblend_probe_size is None or gblend_probe_size >= len(train_indices):
-      probe_positions = np.arange(len(train_indices))
-    else:
-      probe_rng = np.random.default_rng([seed, _STREAM_PROBE])
-      probe_positions = np.sort(probe_rng.choice(
-          len(train_indices), gblend_probe_size, replace=False))
-    probe_part = train_part.subset(probe_positions,
-                                   name=f'{train.name}/probe')
-    # Checkpoint A: the initial weights.
-    train_a = _head_losses(evaluate_on(probe_part), heads)
-    val_a = _head_losses(evaluate_on(val_part), heads)
-    present = (np.isfinite(train_a) & np.isfinite(val_a)).astype(np.float32)
-    if not present.any():
-      raise ValueError('offline_gblend: no head applies to both the training '
-                       'probe and the validation split.')
-    equal = present / present.sum()
-    warmup_rng = np.random.default_rng([seed, _STREAM_WARMUP])
-    for _ in range(warmup_epochs):
-      trainer.run_epoch(equal, warmup_rng)
-    # Checkpoint B: after the warm-up.
-    train_b = _head_losses(evaluate_on(probe_part), heads)
-    val_b = _head_losses(evaluate_on(val_part), heads)
-    z_ogr = ogr.modality_blend_weights(train_a, val_a, train_b, val_b,
-                                       present, equal, epsilon=gblend_epsilon,
-                                       relative_floor=gblend_relative_floor)
-    z = ogr.stabilize_blend(z_ogr, present,
-                            fusion_floor=gblend_fusion_floor).numpy()
-    delta_g, delta_o = ogr.generalization_and_overfitting(
-        train_a, val_a, train_b, val_b)
-    gblend = {
-        'z': z.copy(),
-        'z_ogr': z_ogr.numpy(),
-        'delta_g': delta_g.numpy(),
-        'delta_o': delta_o.numpy(),
-        'present': present,
-        'warmup_epochs': warmup_epochs,
-        'probe_indices': train_indices[probe_positions],
-        'train_a': train_a, 'val_a': val_a,
-        'train_b': train_b, 'val_b': val_b,
-    }
+    z, gblend = estimate_gblend(trainer, evaluate_on, train_part, val_part,
+                                train_indices, gblend_options, epochs=epochs,
+                                seed=seed, probe_name=f'{train.name}/probe')
     # Restart from the initial weights with z frozen.
     trainer.set_weights(initial_weights)
   z = np.asarray(z, np.float32)
-
-  train_rng = np.random.default_rng([seed, _STREAM_TRAIN])
-  history = []
-  best_entry = None
-  best_weights = None
-  for epoch in range(1, epochs + 1):
-    entry = {'epoch': epoch}
-    entry.update(trainer.run_epoch(z, train_rng))
-    entry['head_weights'] = [float(w) for w in z]
-    evaluated = epoch % eval_every == 0 or epoch == epochs
-    entry['evaluated'] = evaluated
-    if evaluated:
-      for prefix, part in (('val', val_part), ('test', test_view)):
-        for key, value in evaluate_on(part).items():
-          entry[f'{prefix}/{key}'] = float(value)
-      if best_entry is None or _selection_key(entry) > _selection_key(
-          best_entry):
-        best_entry = entry
-        best_weights = _weights_of(keras_model)
-    history.append(entry)
+  history, best_entry, best_weights = _fit(
+      trainer, z, evaluate_on, (('val', val_part), ('test', test_view)),
+      epochs=epochs, eval_every=eval_every, seed=seed)
 
   return CentralizedResult(
       final_accuracy=history[-1]['test/fusion/accuracy'],

@@ -1,8 +1,9 @@
 """HGB client work: local training on the OGR-blended loss (ALGORITHM.md §4.2).
 
-`build_hgb_client_update` is the plain-TF local procedure (snapshots A, B, C,
-warm-up, modality weights z^k, client weight u_k); `build_hgb_client_work` is a
-thin TFF wrapper that gives it placements and types.
+`build_hgb_client_update` is the plain-TF local procedure, written as its steps
+(measure snapshot A → warm-up → B → train → C → client weight → statistics);
+`build_hgb_client_work` is a thin TFF wrapper that gives it placements and
+types and reads the process's `hgb_config.HGBConfig`.
 
 Client data is two datasets (see
 `tff_hgb.data.client_data.FederatedData.client_datasets`, and
@@ -16,89 +17,30 @@ Client data is two datasets (see
 from __future__ import annotations
 
 import collections
-import dataclasses
-from typing import Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_hgb import hgb_config
 from tff_hgb import losses
 from tff_hgb import models
 from tff_hgb import ogr
 from tff_hgb import process_utils
 
-# How the heads' losses are weighted during local training.
-BLEND_OGR = 'ogr'          # M-GB: z^k from ΔG/ΔO² after the warm-up.
-BLEND_PRIOR = 'prior'      # The global prior z̄ (restricted to H_k) throughout.
-BLEND_UNIFORM = 'uniform'  # Equal weights over H_k (C-GB only; fixed aux heads).
-BLEND_FUSED = 'fused'      # The fusion head only (the paper's FedAvg).
-BLENDS = (BLEND_OGR, BLEND_PRIOR, BLEND_UNIFORM, BLEND_FUSED)
-
-# How the server weights this client's update.
-WEIGHT_OGR = 'ogr'                    # C-GB: u_k = ΔG/(2ΔO²) + δ·n_k.
-WEIGHT_NUM_EXAMPLES = 'num_examples'  # FedAvg's weighting.
-WEIGHTINGS = (WEIGHT_OGR, WEIGHT_NUM_EXAMPLES)
-
-
-@dataclasses.dataclass(frozen=True)
-class HGBHParams:
-  """Numeric hyper-parameters; they live in the process state (set_hparams).
-
-  Attributes:
-    local_epochs: E, local epochs per round.
-    warmup_fraction: φ, warm-up steps as a fraction of one local epoch.
-    epsilon: floor of ΔO² (§3).
-    delta: δ in u_k = ΔG/(2ΔO²) + δ·n_k (fallback to example counts).
-    blend_smoothing: γ, z ← (1−γ)·z + γ·uniform (§5b; 0 = paper).
-    fusion_weight_floor: z_fusion ≥ floor (§5b; 0 = paper).
-    blend_scale: the blended loss is multiplied by this (§5b; 1 = sum to 1).
-    delta_o_relative_floor: κ, ΔO² ≥ κ·mean over heads (§5b; 0 = absolute only).
-    prior_momentum: η, z̄ ← (1−η)·z̄ + η·(this round's mean z^k): an EMA of the
-      blend across rounds (§5b; 1 = paper, the round's mean replaces z̄).
-  """
-
-  local_epochs: int = 1
-  warmup_fraction: float = 0.5
-  epsilon: float = ogr.DEFAULT_EPSILON
-  delta: float = ogr.DEFAULT_DELTA
-  blend_smoothing: float = 0.0
-  fusion_weight_floor: float = 0.0
-  blend_scale: float = 1.0
-  delta_o_relative_floor: float = 0.0
-  prior_momentum: float = 1.0
-
-  def __post_init__(self):
-    if self.local_epochs < 1:
-      raise ValueError(f'local_epochs must be ≥ 1, got {self.local_epochs}.')
-    if not 0.0 <= self.warmup_fraction <= 1.0:
-      raise ValueError('warmup_fraction must lie in [0, 1], got '
-                       f'{self.warmup_fraction}.')
-    if not 0.0 <= self.blend_smoothing <= 1.0:
-      raise ValueError('blend_smoothing must lie in [0, 1], got '
-                       f'{self.blend_smoothing}.')
-    if not 0.0 <= self.prior_momentum <= 1.0:
-      raise ValueError('prior_momentum must lie in [0, 1], got '
-                       f'{self.prior_momentum}.')
-    if not 0.0 <= self.fusion_weight_floor <= 1.0:
-      raise ValueError('fusion_weight_floor must lie in [0, 1], got '
-                       f'{self.fusion_weight_floor}.')
-    for name in ('epsilon', 'delta', 'blend_scale', 'delta_o_relative_floor'):
-      if getattr(self, name) < 0:
-        raise ValueError(f'{name} must be ≥ 0, got {getattr(self, name)}.')
-
-  def as_state(self) -> collections.OrderedDict:
-    return collections.OrderedDict(
-        local_epochs=np.int32(self.local_epochs),
-        warmup_fraction=np.float32(self.warmup_fraction),
-        epsilon=np.float32(self.epsilon),
-        delta=np.float32(self.delta),
-        blend_smoothing=np.float32(self.blend_smoothing),
-        fusion_weight_floor=np.float32(self.fusion_weight_floor),
-        blend_scale=np.float32(self.blend_scale),
-        delta_o_relative_floor=np.float32(self.delta_o_relative_floor),
-        prior_momentum=np.float32(self.prior_momentum),
-    )
+# The configuration's names, where the client work's users have found them.
+Blend = hgb_config.Blend
+ClientWeighting = hgb_config.ClientWeighting
+HGBHParams = hgb_config.HGBHParams
+BLEND_OGR = Blend.OGR
+BLEND_PRIOR = Blend.PRIOR
+BLEND_UNIFORM = Blend.UNIFORM
+BLEND_FUSED = Blend.FUSED
+BLENDS = hgb_config.BLENDS
+WEIGHT_OGR = ClientWeighting.OGR
+WEIGHT_NUM_EXAMPLES = ClientWeighting.NUM_EXAMPLES
+WEIGHTINGS = hgb_config.WEIGHTINGS
 
 
 def _data_options() -> tf.data.Options:
@@ -122,31 +64,205 @@ _DATA_OPTIONS = _data_options()
 EVAL_CHUNK = 256
 
 
+# ---------------------------------------------------------------------------
+# What a client measures and reports (plain TF).
+# ---------------------------------------------------------------------------
+
+
+class HeadStatistics(NamedTuple):
+  """Per-head sums over a set of examples, in `losses.head_names` order."""
+  loss_sum: tf.Tensor
+  correct: tf.Tensor
+  count: tf.Tensor
+
+  @property
+  def mean_loss(self) -> tf.Tensor:
+    return losses.mean_head_losses(self.loss_sum, self.count)
+
+
+class Snapshot(NamedTuple):
+  """A checkpoint (A, B or C) measured in inference mode on the held-out sets.
+
+  `probe` is the training probe T'_k (its mean losses are L^T), `val` the
+  validation split V_k (L^V).
+  """
+  probe: HeadStatistics
+  val: HeadStatistics
+
+  @property
+  def present(self) -> tf.Tensor:
+    """1 for the heads measured on both sets (H_k), else 0."""
+    return tf.cast(tf.logical_and(self.probe.count > 0, self.val.count > 0),
+                   tf.float32)
+
+
+class ClientWeights(NamedTuple):
+  """A client's candidate weights, both 0 when its update was rejected."""
+  accepted: tf.Tensor      # 1, or 0 when the update was not finite.
+  num_examples: tf.Tensor  # Examples trained on (E·n_k), as float32.
+  ogr: tf.Tensor           # u_k.
+
+  @classmethod
+  def of(cls, num_examples, u, rejected) -> ClientWeights:
+    accepted = 1.0 - rejected
+    return cls(accepted, tf.cast(num_examples, tf.float32) * accepted,
+               u * accepted)
+
+
+def warmup_blend(blend: Blend, prior, present) -> tf.Tensor:
+  """The head weights of the warm-up (and of all training unless OGR)."""
+  num_heads = int(present.shape[0])
+  if blend == Blend.FUSED:
+    return tf.one_hot(num_heads - 1, num_heads)
+  if blend == Blend.UNIFORM:
+    return ogr.uniform_over(present)
+  return ogr.restrict_prior(prior, present)
+
+
+def ogr_blend(a: Snapshot, b: Snapshot, present, fallback, hparams):
+  """M-GB: z^k ∝ ΔG/ΔO² per head from A → B, with the §5b stabilisers."""
+  z = ogr.modality_blend_weights(
+      a.probe.mean_loss, a.val.mean_loss, b.probe.mean_loss, b.val.mean_loss,
+      present, fallback, epsilon=hparams['epsilon'],
+      relative_floor=hparams['delta_o_relative_floor'])
+  return ogr.stabilize_blend(z, present,
+                             smoothing=hparams['blend_smoothing'],
+                             fusion_floor=hparams['fusion_weight_floor'])
+
+
+def local_steps(train: tf.data.Dataset, hparams) -> tuple[tf.Tensor, tf.Tensor]:
+  """(warm-up steps, total steps): ⌊φ·steps per epoch⌋ of E epochs' steps."""
+  steps_per_epoch = _num_batches(train)
+  total_steps = steps_per_epoch * hparams['local_epochs']
+  warmup_steps = tf.minimum(
+      tf.cast(tf.floor(hparams['warmup_fraction'] *
+                       tf.cast(steps_per_epoch, tf.float32)), tf.int32),
+      total_steps)
+  return warmup_steps, total_steps
+
+
+def _num_batches(dataset):
+  """Batches in one pass: the cardinality when TF knows it, else a count."""
+  cardinality = tf.cast(dataset.cardinality(), tf.int32)
+  return tf.cond(
+      cardinality >= 0, lambda: cardinality,
+      lambda: dataset.reduce(tf.constant(0, tf.int32), lambda n, _: n + 1))
+
+
+def client_level_weight(a: Snapshot, c: Snapshot, z, num_train_examples,
+                        hparams, temper: Optional[float] = None):
+  """C-GB: (u_k, raw ΔG, raw ΔO) on the blended loss A → C.
+
+  With β = `temper` (None or 0 = off), u_k becomes n_k·u_k^β (§5b; the
+  normaliser ū cancels out), which flattens concentrated weights.
+  """
+  blended = [losses.blended_loss(x, z) for x in (
+      a.probe.mean_loss, a.val.mean_loss, c.probe.mean_loss, c.val.mean_loss)]
+  u = ogr.client_weight(*blended, num_train_examples,
+                        epsilon=hparams['epsilon'], delta=hparams['delta'])
+  if temper:
+    u = ogr.finite_or_zero(num_train_examples * tf.pow(u, temper))
+  delta_g, delta_o = ogr.generalization_and_overfitting(*blended)
+  return u, delta_g, delta_o
+
+
+def choose_client_weight(weighting: ClientWeighting, weights: ClientWeights,
+                         trained_modalities: Callable[[], tf.Tensor]):
+  """The update weight a client reports, as `weighting` asks.
+
+  As TFF's client works choose their weight from a
+  `tff.learning.ClientWeighting` (0 for a rejected update); here the weights
+  arrive already zeroed for a rejected update. `trained_modalities` gives the
+  0/1 modalities the client trained (read only for STRUCTURED).
+  """
+  if weighting == ClientWeighting.STRUCTURED:
+    return collections.OrderedDict(
+        num_examples=weights.num_examples, ogr=weights.ogr,
+        modalities=trained_modalities() * weights.accepted)
+  if weighting == ClientWeighting.OGR:
+    return weights.ogr
+  if weighting == ClientWeighting.NUM_EXAMPLES:
+    return weights.num_examples
+  raise ValueError(f'Unexpected client weighting {weighting!r}.')
+
+
+def round_stats(z, num_train_examples, weights: ClientWeights, rejected,
+                delta_g, delta_o, a: Snapshot) -> collections.OrderedDict:
+  """What the server sums over the clients (`_summarize` turns it to metrics).
+
+  The blend z^k weighted by n_k, the client-weight moments behind the share
+  metrics, the raw ΔG/ΔO, and snapshot A's held-out statistics.
+  """
+  accepted = weights.accepted
+  n, u = weights.num_examples, weights.ogr
+  return collections.OrderedDict(
+      z_sum=z * num_train_examples * accepted,
+      z_weight=num_train_examples * accepted,
+      n=n,
+      n_squared=n * n,
+      u=u,
+      u_squared=u * u,
+      n_u=n * u,
+      delta_g=ogr.finite_or_zero(delta_g) * accepted,
+      delta_o=ogr.finite_or_zero(delta_o) * accepted,
+      rejected=rejected,
+      clients=tf.constant(1.0),
+      val_loss_sum=a.val.loss_sum,
+      val_correct=a.val.correct,
+      val_count=a.val.count,
+      probe_loss_sum=a.probe.loss_sum,
+      probe_count=a.probe.count,
+  )
+
+
+class _LocalLoop(NamedTuple):
+  """What every local step uses: the optimizer, variables, batches, scale."""
+  optimizer: tff.learning.optimizers.Optimizer
+  trainable: tuple[tf.Variable, ...]
+  iterator: Any
+  blend_scale: tf.Tensor
+
+
+def _start_local_loop(optimizer, optimizer_hparams, trainable, train, hparams):
+  """The local loop's constants and the optimizer's initial state."""
+  # One iterator over all E epochs, so the steps after the warm-up continue
+  # exactly where it stopped (same batches as an uninterrupted loop).
+  iterator = iter(train.repeat(tf.cast(hparams['local_epochs'], tf.int64)))
+  optimizer_state = optimizer.initialize(
+      tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable))
+  optimizer_state = optimizer.set_hparams(optimizer_state, optimizer_hparams)
+  return (_LocalLoop(optimizer, trainable, iterator, hparams['blend_scale']),
+          optimizer_state)
+
+
+# ---------------------------------------------------------------------------
+# The local procedure.
+# ---------------------------------------------------------------------------
+
+
 def build_hgb_client_update(model_fn: Callable[[], models.MultiModalModel],
-                            *, blend: str, weighting: str,
-                            client_weight_temper: Optional[float] = None,
-                            structured_weight: bool = False):
+                            *, blend: Blend, weighting: ClientWeighting,
+                            client_weight_temper: Optional[float] = None):
   """The local procedure of one HGB client, as a `tf.function`.
 
   Args:
     model_fn: returns a `MultiModalModel`.
-    blend: one of BLENDS.
-    weighting: one of WEIGHTINGS.
+    blend: a `Blend` (or its value).
+    weighting: a `ClientWeighting` (or its value): what the client reports as
+      its update weight, see `choose_client_weight`.
     client_weight_temper: β; when set, the OGR weight is n_k·u_k^β (the
       normaliser ū of §5b cancels out), flattening concentrated weights.
-    structured_weight: report OrderedDict(num_examples, ogr, modalities) as the
-      update weight, for `tff_hgb.aggregation.build_structured_mean`.
 
   Returns:
     `client_update(optimizer, initial_weights, prior, hparams, optimizer_hparams,
     data)` → (ClientResult, model metrics, OrderedDict of HGB statistics).
   """
+  blend, weighting = Blend(blend), ClientWeighting(weighting)
   model = model_fn()
-  heads = model.heads
-  num_heads = len(heads)
+  num_heads = len(model.heads)
 
-  def evaluate(batch):
-    """Inference-mode per-head (loss_sum, correct, count) over a whole set.
+  def evaluate(batch) -> HeadStatistics:
+    """Inference-mode per-head statistics over a whole set.
 
     One forward pass per EVAL_CHUNK examples (one pass for the usual few
     dozen), so activations stay bounded however large a held-out set is.
@@ -160,7 +276,39 @@ def build_hgb_client_update(model_fn: Callable[[], models.MultiModalModel],
       _, loss_sum, correct, count = model.head_statistics(chunk,
                                                           training=False)
       totals = (totals[0] + loss_sum, totals[1] + correct, totals[2] + count)
-    return totals
+    return HeadStatistics(*totals)
+
+  def measure(held_out) -> Snapshot:
+    return Snapshot(probe=evaluate(held_out['probe']),
+                    val=evaluate(held_out['val']))
+
+  def train_steps(loop: _LocalLoop, num_steps, z, optimizer_state,
+                  num_examples):
+    """`num_steps` steps on blend_scale·Σ_h z_h·L_h; (state, examples seen)."""
+    for _ in tf.range(num_steps):
+      batch = loop.iterator.get_next()
+      with tf.GradientTape() as tape:
+        _, loss_sum, correct, count = model.head_statistics(batch,
+                                                            training=True)
+        loss = loop.blend_scale * losses.blended_loss(
+            losses.mean_head_losses(loss_sum, count), z)
+        if model.keras_model.losses:
+          loss += tf.add_n(model.keras_model.losses)
+      gradients = tape.gradient(loss, loop.trainable)
+      gradients = tuple(
+          tf.zeros_like(v) if g is None else g
+          for v, g in zip(loop.trainable, gradients))
+      optimizer_state, updated = loop.optimizer.next(
+          optimizer_state, loop.trainable, gradients)
+      for variable, value in zip(loop.trainable, updated):
+        variable.assign(value)
+      batch_size = tf.shape(batch['y'])[0]
+      model.update_metrics(loss_sum, correct, count, batch_size)
+      num_examples += tf.cast(batch_size, tf.int64)
+    return optimizer_state, num_examples
+
+  def trained_modalities():
+    return tf.cast(model.trained_head_counts()[:-1] > 0, tf.float32)
 
   @tf.function
   def client_update(optimizer, initial_weights, prior, hparams,
@@ -173,159 +321,88 @@ def build_hgb_client_update(model_fn: Callable[[], models.MultiModalModel],
                           initial_weights)
     trainable = tuple(tf.nest.flatten(model_weights.trainable))
 
-    # Snapshot A: the received global model.
-    probe_a = evaluate(held_out['probe'])
-    val_a = evaluate(held_out['val'])
-    train_loss_a = losses.mean_head_losses(probe_a[0], probe_a[2])
-    val_loss_a = losses.mean_head_losses(val_a[0], val_a[2])
-    present = tf.cast(
-        tf.logical_and(probe_a[2] > 0, val_a[2] > 0), tf.float32)
-    uniform = tf.math.divide_no_nan(present, tf.reduce_sum(present))
+    a = measure(held_out)  # Snapshot A: the received global model.
+    present = a.present
+    warmup_z = warmup_blend(blend, prior, present)
+    warmup_steps, total_steps = local_steps(data['train'], hparams)
+    loop, optimizer_state = _start_local_loop(
+        optimizer, optimizer_hparams, trainable, data['train'], hparams)
+    optimizer_state, num_examples = train_steps(
+        loop, warmup_steps, warmup_z, optimizer_state,
+        tf.constant(0, tf.int64))
+    z = warmup_z
+    if blend == Blend.OGR:  # Snapshot B and modality-level blending.
+      z = ogr_blend(a, measure(held_out), present, warmup_z, hparams)
+    optimizer_state, num_examples = train_steps(
+        loop, total_steps - warmup_steps, z, optimizer_state, num_examples)
 
-    if blend == BLEND_FUSED:
-      warmup_z = tf.one_hot(num_heads - 1, num_heads)
-    elif blend == BLEND_UNIFORM:
-      warmup_z = uniform
-    else:
-      warmup_z = ogr.restrict_prior(prior, present)
-
-    steps_per_epoch = _num_batches(data['train'])
-    total_steps = steps_per_epoch * hparams['local_epochs']
-    warmup_steps = tf.minimum(
-        tf.cast(tf.floor(hparams['warmup_fraction'] *
-                         tf.cast(steps_per_epoch, tf.float32)), tf.int32),
-        total_steps)
-    # One iterator over all E epochs, so the steps after the warm-up continue
-    # exactly where it stopped (same batches as an uninterrupted loop).
-    iterator = iter(data['train'].repeat(
-        tf.cast(hparams['local_epochs'], tf.int64)))
-
-    def train_steps(num_steps, z, optimizer_state, num_examples):
-      for _ in tf.range(num_steps):
-        batch = iterator.get_next()
-        with tf.GradientTape() as tape:
-          _, loss_sum, correct, count = model.head_statistics(batch,
-                                                              training=True)
-          loss = hparams['blend_scale'] * losses.blended_loss(
-              losses.mean_head_losses(loss_sum, count), z)
-          if model.keras_model.losses:
-            loss += tf.add_n(model.keras_model.losses)
-        gradients = tape.gradient(loss, trainable)
-        gradients = tuple(
-            tf.zeros_like(v) if g is None else g
-            for v, g in zip(trainable, gradients))
-        optimizer_state, updated = optimizer.next(optimizer_state, trainable,
-                                                  gradients)
-        for variable, value in zip(trainable, updated):
-          variable.assign(value)
-        batch_size = tf.shape(batch['y'])[0]
-        model.update_metrics(loss_sum, correct, count, batch_size)
-        num_examples += tf.cast(batch_size, tf.int64)
-      return optimizer_state, num_examples
-
-    optimizer_state = optimizer.initialize(
-        tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable))
-    optimizer_state = optimizer.set_hparams(optimizer_state, optimizer_hparams)
-    num_examples = tf.constant(0, tf.int64)
-    optimizer_state, num_examples = train_steps(warmup_steps, warmup_z,
-                                                optimizer_state, num_examples)
-
-    # Snapshot B and modality-level blending.
-    if blend == BLEND_OGR:
-      probe_b = evaluate(held_out['probe'])
-      val_b = evaluate(held_out['val'])
-      z = ogr.modality_blend_weights(
-          train_loss_a, val_loss_a,
-          losses.mean_head_losses(probe_b[0], probe_b[2]),
-          losses.mean_head_losses(val_b[0], val_b[2]),
-          present, warmup_z, epsilon=hparams['epsilon'],
-          relative_floor=hparams['delta_o_relative_floor'])
-      z = ogr.stabilize_blend(z, present,
-                              smoothing=hparams['blend_smoothing'],
-                              fusion_floor=hparams['fusion_weight_floor'])
-    else:
-      z = warmup_z
-    optimizer_state, num_examples = train_steps(total_steps - warmup_steps, z,
-                                                optimizer_state, num_examples)
-
-    # Snapshot C and the client-level weight on the blended loss A → C.
-    probe_c = evaluate(held_out['probe'])
-    val_c = evaluate(held_out['val'])
-    train_loss_c = losses.mean_head_losses(probe_c[0], probe_c[2])
-    val_loss_c = losses.mean_head_losses(val_c[0], val_c[2])
-    blended = [losses.blended_loss(x, z) for x in
-               (train_loss_a, val_loss_a, train_loss_c, val_loss_c)]
+    c = measure(held_out)  # Snapshot C: the trained local model.
     # n_k: training examples (examples trained on, divided by E).
     num_train_examples = tf.cast(num_examples, tf.float32) / tf.cast(
         hparams['local_epochs'], tf.float32)
-    u = ogr.client_weight(*blended, num_train_examples,
-                          epsilon=hparams['epsilon'], delta=hparams['delta'])
-    if client_weight_temper:  # None or 0 = off.
-      u = ogr.finite_or_zero(num_train_examples * tf.pow(u, client_weight_temper))
-    delta_g, delta_o = ogr.generalization_and_overfitting(*blended)
-
-    update = tf.nest.map_structure(tf.subtract, initial_weights.trainable,
-                                   model_weights.trainable)
-    update, non_finite = process_utils.zero_all_if_any_non_finite(update)
+    u, delta_g, delta_o = client_level_weight(
+        a, c, z, num_train_examples, hparams, client_weight_temper)
+    update, non_finite = process_utils.zero_all_if_any_non_finite(
+        tf.nest.map_structure(tf.subtract, initial_weights.trainable,
+                              model_weights.trainable))
     rejected = tf.cast(non_finite, tf.float32)
-    accepted = 1.0 - rejected
-    example_weight = tf.cast(num_examples, tf.float32) * accepted
-    ogr_weight = u * accepted
-    if structured_weight:
-      held = tf.cast(model.trained_head_counts()[:-1] > 0, tf.float32)
-      weight = collections.OrderedDict(num_examples=example_weight,
-                                       ogr=ogr_weight,
-                                       modalities=held * accepted)
-    elif weighting == WEIGHT_OGR:
-      weight = ogr_weight
-    else:
-      weight = example_weight
+    weights = ClientWeights.of(num_examples, u, rejected)
+    weight = choose_client_weight(weighting, weights, trained_modalities)
     if non_finite > 0:
       model.reset_metrics()
-    stats = collections.OrderedDict(
-        z_sum=z * num_train_examples * accepted,
-        z_weight=num_train_examples * accepted,
-        n=example_weight,
-        n_squared=example_weight * example_weight,
-        u=ogr_weight,
-        u_squared=ogr_weight * ogr_weight,
-        n_u=example_weight * ogr_weight,
-        delta_g=ogr.finite_or_zero(delta_g) * accepted,
-        delta_o=ogr.finite_or_zero(delta_o) * accepted,
-        rejected=rejected,
-        clients=tf.constant(1.0),
-        val_loss_sum=val_a[0],
-        val_correct=val_a[1],
-        val_count=val_a[2],
-        probe_loss_sum=probe_a[0],
-        probe_count=probe_a[2],
-    )
     return (tff.learning.templates.ClientResult(update=update,
                                                 update_weight=weight),
-            model.report_local_unfinalized_metrics(), stats)
+            model.report_local_unfinalized_metrics(),
+            round_stats(z, num_train_examples, weights, rejected, delta_g,
+                        delta_o, a))
 
   return client_update
 
 
-def _num_batches(dataset):
-  """Batches in one pass: the cardinality when TF knows it, else a count."""
-  cardinality = tf.cast(dataset.cardinality(), tf.int32)
-  return tf.cond(
-      cardinality >= 0, lambda: cardinality,
-      lambda: dataset.reduce(tf.constant(0, tf.int32), lambda n, _: n + 1))
+# ---------------------------------------------------------------------------
+# The TFF client work.
+# ---------------------------------------------------------------------------
+
+
+class _ModelTypes(NamedTuple):
+  """What the client work's types and metrics need from the model."""
+  heads: list[str]
+  data: tff.Type
+  weights: tff.Type
+  metric_finalizers: Any
+  unfinalized_metrics: tff.Type
+
+
+def _model_types(model_fn) -> _ModelTypes:
+  """Builds the model once in a graph, for its types; checks its class."""
+  with tf.Graph().as_default():
+    model = model_fn()
+    if not isinstance(model, models.MultiModalModel):
+      raise TypeError('HGB needs a tff_hgb.models.MultiModalModel (per-head '
+                      f'losses); model_fn returned {type(model).__name__}.')
+    element_type = tff.types.tensorflow_to_type(model.input_spec)
+    unfinalized_type = tff.types.tensorflow_to_type(
+        tf.nest.map_structure(
+            lambda t: tf.TensorSpec(t.shape, t.dtype),
+            model.report_local_unfinalized_metrics()))
+    held_out_type = tff.types.StructWithPythonType(
+        [('probe', element_type), ('val', element_type)],
+        collections.OrderedDict)
+    data_type = tff.types.StructWithPythonType(
+        [('train', tff.SequenceType(element_type)),
+         ('held_out', tff.SequenceType(held_out_type))],
+        collections.OrderedDict)
+    return _ModelTypes(model.heads, data_type,
+                       tff.learning.models.weights_type_from_model(model),
+                       model.metric_finalizers(), unfinalized_type)
 
 
 def build_hgb_client_work(
     model_fn: Callable[[], models.MultiModalModel],
     optimizer: tff.learning.optimizers.Optimizer,
+    config: hgb_config.HGBConfig = hgb_config.HGBConfig(),
     *,
-    blend: str = BLEND_OGR,
-    weighting: str = WEIGHT_OGR,
-    hparams: HGBHParams = HGBHParams(),
     metrics_aggregator=None,
-    client_weight_mix: Optional[float] = None,
-    client_weight_temper: Optional[float] = None,
-    structured_weight: bool = False,
 ) -> tff.learning.templates.ClientWorkProcess:
   """HGB's `tff.learning.templates.ClientWorkProcess`.
 
@@ -335,57 +412,27 @@ def build_hgb_client_work(
     next: (<state@SERVER, W@CLIENTS,
             <train=D*,held_out=<probe=D,val=D>*>@CLIENTS> ->
            <state=state@SERVER, result=<update=W.trainable,
-            update_weight=float32>@CLIENTS, measurements=<train=...,
+            update_weight=float32 or structured>@CLIENTS, measurements=<train=...,
             hgb=...>@SERVER>)
 
-  `client_weight_mix` (λ), `client_weight_temper` (β) and `structured_weight`
-  are described in `build_hgb_client_update` and `tff_hgb.aggregation`; they
-  only change what the metrics report as the clients' shares when λ is given
-  (p_k = (1−λ)·n_k/Σn + λ·u_k/Σu).
+  The clients blend by `config.blend` and report the weight
+  `config.client_weighting` names; the metrics report the clients' shares
+  p_k = (1−λ)·n_k/Σn + λ·u_k/Σu with λ = `config.mix`.
 
   The state carries the global blending prior z̄ (the n_k-weighted mean of the
   clients' z^k, kept unchanged when no client reports), the client optimizer's
-  hyper-parameters and HGB's numeric hyper-parameters.
+  hyper-parameters and HGB's numeric hyper-parameters (`config.hparams`).
   """
-  if blend not in BLENDS:
-    raise ValueError(f'blend must be one of {BLENDS}, got {blend!r}.')
-  if weighting not in WEIGHTINGS:
-    raise ValueError(f'weighting must be one of {WEIGHTINGS}, got '
-                     f'{weighting!r}.')
-  if client_weight_mix is None:
-    client_weight_mix = 1.0 if weighting == WEIGHT_OGR else 0.0
-  if not 0.0 <= client_weight_mix <= 1.0:
-    raise ValueError('client_weight_mix must lie in [0, 1], got '
-                     f'{client_weight_mix}.')
-  with tf.Graph().as_default():
-    model = model_fn()
-    if not isinstance(model, models.MultiModalModel):
-      raise TypeError('HGB needs a tff_hgb.models.MultiModalModel (per-head '
-                      f'losses); model_fn returned {type(model).__name__}.')
-    heads = model.heads
-    element_type = tff.types.tensorflow_to_type(model.input_spec)
-    weights_type = tff.learning.models.weights_type_from_model(model)
-    metric_finalizers = model.metric_finalizers()
-    unfinalized_type = tff.types.tensorflow_to_type(
-        tf.nest.map_structure(
-            lambda t: tf.TensorSpec(t.shape, t.dtype),
-            model.report_local_unfinalized_metrics()))
-  num_heads = len(heads)
-  held_out_type = tff.types.StructWithPythonType(
-      [('probe', element_type), ('val', element_type)], collections.OrderedDict)
-  data_type = tff.types.StructWithPythonType(
-      [('train', tff.SequenceType(element_type)),
-       ('held_out', tff.SequenceType(held_out_type))], collections.OrderedDict)
+  types = _model_types(model_fn)
+  num_heads = len(types.heads)
   if metrics_aggregator is None:
     metrics_aggregator = tff.learning.metrics.sum_then_finalize
-  aggregate_metrics = metrics_aggregator(metric_finalizers, unfinalized_type)
-
-  optimizer_hparams = optimizer.get_hparams(
-      optimizer.initialize(tf.TensorSpec((), tf.float32)))
+  aggregate_metrics = metrics_aggregator(types.metric_finalizers,
+                                         types.unfinalized_metrics)
   initial_state = collections.OrderedDict(
       prior=np.full([num_heads], 1.0 / num_heads, np.float32),
-      optimizer=optimizer_hparams,
-      hgb=hparams.as_state(),
+      optimizer=process_utils.optimizer_hparams(optimizer),
+      hgb=config.hparams.as_state(),
   )
 
   @tff.federated_computation
@@ -395,12 +442,11 @@ def build_hgb_client_work(
   state_type = init_fn.type_signature.result.member
 
   @tff.tensorflow.computation(state_type.prior, state_type.hgb,
-                              state_type.optimizer, weights_type, data_type)
+                              state_type.optimizer, types.weights, types.data)
   def client_update_comp(prior, hgb_hparams, opt_hparams, weights, data):
     update_fn = build_hgb_client_update(
-        model_fn, blend=blend, weighting=weighting,
-        client_weight_temper=client_weight_temper,
-        structured_weight=structured_weight)
+        model_fn, blend=config.blend, weighting=config.client_weighting,
+        client_weight_temper=config.client_weight_temper)
     return update_fn(optimizer, weights, prior, hgb_hparams, opt_hparams, data)
 
   stats_type = client_update_comp.type_signature.result[2]
@@ -414,13 +460,13 @@ def build_hgb_client_work(
        extremes_type))
   def summarize_comp(args):
     prior, momentum, totals, extremes = args
-    return _summarize(prior, momentum, totals, extremes, heads,
-                      client_weight_mix)
+    return _summarize(prior, momentum, totals, extremes, types.heads,
+                      config.mix)
 
   @tff.federated_computation(
       init_fn.type_signature.result,
-      tff.FederatedType(weights_type, tff.CLIENTS),
-      tff.FederatedType(data_type, tff.CLIENTS))
+      tff.FederatedType(types.weights, tff.CLIENTS),
+      tff.FederatedType(types.data, tff.CLIENTS))
   def next_fn(state, weights, client_data):
     prior = tff.federated_broadcast(state.prior)
     hgb_hparams = tff.federated_broadcast(state.hgb)

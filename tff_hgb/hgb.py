@@ -3,15 +3,16 @@
 S. Chen, B. Li, "Towards Optimal Multi-Modal Federated Learning on Non-IID Data
 with Hierarchical Gradient Blending", IEEE INFOCOM 2022; the OGR estimator is
 from W. Wang, D. Tran, M. Feiszli, "What Makes Training Multi-modal
-Classification Networks Hard?", CVPR 2020. This module only composes:
-broadcast distributor → HGB client work (`client_work.py`) → a weighted
-aggregation of the clients' deltas by their weights → server optimizer.
+Classification Networks Hard?", CVPR 2020. This module only composes, as the
+baselines do (`tff_hgb.process_utils`): broadcast distributor → HGB client work
+(`client_work.py`) → the aggregation of the clients' deltas that the
+configuration's client weighting needs → server optimizer. What the process
+does is one `hgb_config.HGBConfig`, built from a mode and the §5b switches.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Callable, Optional, Union
+from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -19,56 +20,25 @@ import tensorflow_federated as tff
 
 from tff_hgb import aggregation
 from tff_hgb import client_work as client_work_lib
+from tff_hgb import hgb_config
 from tff_hgb import models
 from tff_hgb import process_utils
 
-DEFAULT_SERVER_OPTIMIZER_FN = lambda: tff.learning.optimizers.build_sgdm(  # pylint: disable=g-long-lambda
-    learning_rate=1.0)
-
 # mode → (how heads are blended on clients, how the server weights clients).
-MODES = {
-    # The paper's algorithm, literally (ALGORITHM.md §4, no §5b stabiliser).
-    'hgb_paper': (client_work_lib.BLEND_OGR, client_work_lib.WEIGHT_OGR),
-    # The default configuration (see DEFAULT_HGB_HPARAMS).
-    'hgb': (client_work_lib.BLEND_OGR, client_work_lib.WEIGHT_OGR),
-    # Ablations of the paper's Table III.
-    'm_gb': (client_work_lib.BLEND_OGR, client_work_lib.WEIGHT_NUM_EXAMPLES),
-    'c_gb': (client_work_lib.BLEND_UNIFORM, client_work_lib.WEIGHT_OGR),
-    # Blending switched off: fused loss, example-count weights (= FedAvg).
-    'fused': (client_work_lib.BLEND_FUSED, client_work_lib.WEIGHT_NUM_EXAMPLES),
-    # Fixed, equal head weights with example-count weights.
-    'all_heads': (client_work_lib.BLEND_UNIFORM,
-                  client_work_lib.WEIGHT_NUM_EXAMPLES),
-}
-
-# The literal paper: no stabiliser.
-PAPER_HPARAMS = client_work_lib.HGBHParams()
-# The default `hgb` configuration, chosen by the study of ALGORITHM.md §5b
-# (`make study`, docs/STUDY.md) among four stabilised candidates on validation
-# data of htad Mixed-B and the synthetic paper regime in case A only: OGR
-# blending of the heads with a floor of ~1/|H| on the fusion head's weight and
-# an EMA (η = 0.5) of the blend across rounds, and clients weighted by their
-# example counts (λ = 0). Every candidate that kept OGR client weights (λ = 1
-# tempered with β = 0.5, or capped at 0.2) scored lower on both settings, as
-# the literal C-GB had (docs/HGB_MODES.md).
-DEFAULT_HGB_HPARAMS = client_work_lib.HGBHParams(fusion_weight_floor=0.34,
-                                                 prior_momentum=0.5)
-DEFAULT_CLIENT_WEIGHT_MIX = 0.0
-DEFAULT_CLIENT_WEIGHT_TEMPER = 0.0  # 0 = off.
-DEFAULT_MAX_CLIENT_SHARE = 0.0  # 0 = off.
-DEFAULT_VALIDATION_SOURCE = 'local'
-
-OptimizerArg = Union[tff.learning.optimizers.Optimizer,
-                     Callable[[], tff.learning.optimizers.Optimizer]]
+MODES = hgb_config.MODES
+# The literal paper's hyper-parameters, and the default `hgb`'s (see there).
+PAPER_HPARAMS = hgb_config.PAPER_HPARAMS
+DEFAULT_HGB_HPARAMS = hgb_config.DEFAULT_HGB_HPARAMS
+DEFAULT_CLIENT_WEIGHT_MIX = hgb_config.DEFAULT_CLIENT_WEIGHT_MIX
 
 
 def build_hgb_process(
     model_fn: Callable[[], models.MultiModalModel],
     *,
-    client_optimizer_fn: OptimizerArg,
-    server_optimizer_fn: Optional[OptimizerArg] = None,
+    client_optimizer_fn: process_utils.OptimizerArg,
+    server_optimizer_fn: Optional[process_utils.OptimizerArg] = None,
     mode: str = 'hgb',
-    hparams: Optional[client_work_lib.HGBHParams] = None,
+    hparams: Optional[hgb_config.HGBHParams] = None,
     model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None,
     metrics_aggregator=None,
     client_weight_mix: Optional[float] = None,
@@ -95,7 +65,8 @@ def build_hgb_process(
       compose here.
     metrics_aggregator: as in `tff.learning.algorithms.build_weighted_fed_avg`.
     client_weight_mix: λ of ALGORITHM.md §5b, p_k ∝ (1−λ)·n_k/Σn + λ·u_k/Σu
-      (default: 1 for modes weighting by u_k, 0 for those weighting by n_k).
+      (default: `DEFAULT_CLIENT_WEIGHT_MIX` for 'hgb'; for the other modes 1
+      if they weight by u_k, 0 if by n_k).
       A value strictly between 0 and 1 needs both sums, so it uses
       `tff_hgb.aggregation.build_structured_mean` instead of `model_aggregator`.
     client_weight_temper: β of §5b: the OGR weight becomes n_k·u_k^β (None or
@@ -120,77 +91,78 @@ def build_hgb_process(
     (`tff_hgb.data.client_data.held_out_dataset`). The blending
     prior z̄ is `state.client_work['prior']`.
   """
-  if mode not in MODES:
-    raise ValueError(f'Unknown HGB mode {mode!r}; expected one of '
-                     f'{sorted(MODES)}.')
-  blend, weighting = MODES[mode]
-  if hparams is None:
-    hparams = DEFAULT_HGB_HPARAMS if mode == 'hgb' else PAPER_HPARAMS
-  if mode == 'hgb':
-    if client_weight_mix is None:
-      client_weight_mix = DEFAULT_CLIENT_WEIGHT_MIX
-    if client_weight_temper is None and DEFAULT_CLIENT_WEIGHT_TEMPER:
-      client_weight_temper = DEFAULT_CLIENT_WEIGHT_TEMPER
-    if max_client_share is None and DEFAULT_MAX_CLIENT_SHARE:
-      max_client_share = DEFAULT_MAX_CLIENT_SHARE
-  if hparam_overrides:
-    hparams = dataclasses.replace(hparams, **hparam_overrides)
+  config = hgb_config.HGBConfig.for_mode(
+      mode, hparams=hparams, client_weight_mix=client_weight_mix,
+      client_weight_temper=client_weight_temper,
+      max_client_share=max_client_share, modality_aware=modality_aware,
+      **hparam_overrides)
+  return build_process_from_config(
+      model_fn, config, client_optimizer_fn=client_optimizer_fn,
+      server_optimizer_fn=server_optimizer_fn,
+      model_aggregator=model_aggregator, metrics_aggregator=metrics_aggregator)
+
+
+def build_process_from_config(
+    model_fn: Callable[[], models.MultiModalModel],
+    config: hgb_config.HGBConfig,
+    *,
+    client_optimizer_fn: process_utils.OptimizerArg,
+    server_optimizer_fn: Optional[process_utils.OptimizerArg] = None,
+    model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None,
+    metrics_aggregator=None,
+) -> tff.learning.templates.LearningProcess:
+  """The HGB learning process of `config`; arguments as `build_hgb_process`."""
   client_optimizer = process_utils.as_optimizer(client_optimizer_fn,
                                                'client_optimizer_fn')
   server_optimizer = process_utils.as_optimizer(
-      server_optimizer_fn or DEFAULT_SERVER_OPTIMIZER_FN, 'server_optimizer_fn')
+      server_optimizer_fn or process_utils.DEFAULT_SERVER_OPTIMIZER_FN,
+      'server_optimizer_fn')
+  initial_model_weights_fn = process_utils.initial_model_weights_computation(
+      model_fn)
+  aggregator = build_hgb_aggregator(
+      model_fn, config, initial_model_weights_fn.type_signature.result,
+      model_aggregator)
+  client_work = client_work_lib.build_hgb_client_work(
+      model_fn, client_optimizer, config,
+      metrics_aggregator=metrics_aggregator)
+  return process_utils.compose_broadcast_process(
+      initial_model_weights_fn, client_work, aggregator, server_optimizer)
 
-  @tff.tensorflow.computation
-  def initial_model_weights_fn():
-    return tff.learning.models.ModelWeights.from_model(model_fn())
 
-  model_weights_type = initial_model_weights_fn.type_signature.result
-  distributor = tff.learning.templates.build_broadcast_process(
-      model_weights_type)
+def build_hgb_aggregator(
+    model_fn: Callable[[], models.MultiModalModel],
+    config: hgb_config.HGBConfig,
+    model_weights_type: tff.Type,
+    model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None,
+) -> tff.templates.AggregationProcess:
+  """The aggregation of the deltas that `config.client_weighting` needs.
+
+  A scalar weight (u_k or n_k) goes to `model_aggregator` (default
+  `tff.aggregators.MeanFactory()`), capped by `config.max_client_share`; a
+  structured weight to `aggregation.build_structured_mean` with λ =
+  `config.mix`, per modality when `config.modality_aware`.
+  """
   if model_aggregator is not None and not isinstance(
       model_aggregator, tff.aggregators.WeightedAggregationFactory):
     raise TypeError('model_aggregator must be a '
                     'tff.aggregators.WeightedAggregationFactory, got '
                     f'{type(model_aggregator).__name__}.')
-  structured = modality_aware or (
-      client_weight_mix is not None and 0.0 < client_weight_mix < 1.0)
-  if structured:
-    if model_aggregator is not None or max_client_share:
-      raise ValueError(
-          'modality_aware and a client_weight_mix strictly between 0 and 1 '
-          'use their own aggregation (tff_hgb.aggregation); they cannot be '
-          'combined with model_aggregator or max_client_share.')
+  if config.client_weighting == hgb_config.ClientWeighting.STRUCTURED:
+    if model_aggregator is not None:
+      raise ValueError(hgb_config.OWN_AGGREGATION_ERROR)
     with tf.Graph().as_default():
       keras_model = model_fn().keras_model
       modality_index = {m: i for i, m in
                         enumerate(models.model_modalities(keras_model))}
       owners = models.variable_modalities(keras_model)
     groups = ([None if o is None else modality_index[o] for o in owners]
-              if modality_aware else None)
-    if client_weight_mix is None:
-      client_weight_mix = 1.0 if weighting == client_work_lib.WEIGHT_OGR else 0.0
-    aggregator = aggregation.build_structured_mean(
+              if config.modality_aware else None)
+    return aggregation.build_structured_mean(
         model_weights_type.trainable, len(modality_index),
-        client_weight_mix=client_weight_mix, variable_groups=groups)
-  else:
-    model_aggregator = model_aggregator or tff.aggregators.MeanFactory()
-    if max_client_share:
-      model_aggregator = aggregation.CappedMeanFactory(
-          max_client_share, inner=model_aggregator)
-    if client_weight_mix is not None:
-      # λ = 1 is u_k weighting, λ = 0 example counts: a scalar weight does.
-      weighting = (client_work_lib.WEIGHT_OGR if client_weight_mix == 1.0 else
-                   client_work_lib.WEIGHT_NUM_EXAMPLES)
-    aggregator = model_aggregator.create(model_weights_type.trainable,
-                                         tff.TensorType(np.float32))
-  client_work = client_work_lib.build_hgb_client_work(
-      model_fn, client_optimizer, blend=blend, weighting=weighting,
-      hparams=hparams, metrics_aggregator=metrics_aggregator,
-      client_weight_mix=client_weight_mix,
-      client_weight_temper=client_weight_temper,
-      structured_weight=structured)
-  finalizer = tff.learning.templates.build_apply_optimizer_finalizer(
-      server_optimizer, model_weights_type)
-  return tff.learning.templates.compose_learning_process(
-      initial_model_weights_fn, distributor, client_work, aggregator,
-      finalizer)
+        client_weight_mix=config.mix, variable_groups=groups)
+  model_aggregator = model_aggregator or tff.aggregators.MeanFactory()
+  if config.max_client_share is not None:
+    model_aggregator = aggregation.CappedMeanFactory(
+        config.max_client_share, inner=model_aggregator)
+  return model_aggregator.create(model_weights_type.trainable,
+                                 tff.TensorType(np.float32))

@@ -81,6 +81,12 @@ def ogr(train_a, val_a, train_b, val_b, *, epsilon=DEFAULT_EPSILON):
   return finite_or_zero(tf.where(delta_g > 0, ratio, tf.zeros_like(ratio)))
 
 
+def uniform_over(present):
+  """Equal weights over the present heads (0/1 vector); 0s if none is."""
+  present = tf.cast(present, tf.float32)
+  return tf.math.divide_no_nan(present, tf.reduce_sum(present))
+
+
 def normalize_over(weights, present, fallback):
   """weights / Σ over present heads; `fallback` where that sum is 0."""
   present = tf.cast(present, tf.float32)
@@ -98,9 +104,7 @@ def restrict_prior(prior, present):
   A prior that puts no mass on the client's heads falls back to uniform over
   them (e.g. a client holding only a modality no one else holds yet).
   """
-  present = tf.cast(present, tf.float32)
-  uniform = tf.math.divide_no_nan(present, tf.reduce_sum(present))
-  return normalize_over(prior, present, uniform)
+  return normalize_over(prior, present, uniform_over(present))
 
 
 def modality_blend_weights(train_a, val_a, train_b, val_b, present, fallback,
@@ -122,11 +126,9 @@ def stabilize_blend(z, present, *, smoothing=0.0, fusion_floor=0.0):
   fusion_floor: z_fusion ≥ floor (the fusion head is the last entry); the other
   heads share the rest in proportion to their weights.
   """
-  present = tf.cast(present, tf.float32)
   z = tf.convert_to_tensor(z, tf.float32)
-  uniform = tf.math.divide_no_nan(present, tf.reduce_sum(present))
   smoothing = tf.cast(smoothing, tf.float32)
-  z = (1.0 - smoothing) * z + smoothing * uniform
+  z = (1.0 - smoothing) * z + smoothing * uniform_over(present)
   # Branch-free so that tensors may be passed as hyper-parameters.
   fusion, others = z[-1], z[:-1]
   others_total = tf.reduce_sum(others)

@@ -13,7 +13,10 @@ Small plain functions, each the one place for its idea:
     that one aggregation followed by the algorithm's server step;
 *   `initial_model_weights_computation` and `compose_broadcast_process`: the
     `compose_learning_process` plumbing around an algorithm's own client work
-    and aggregator (TFF's broadcast distributor, a server optimizer finalizer).
+    and aggregator (TFF's broadcast distributor, a server optimizer finalizer),
+    shared by HGB (`tff_hgb.hgb`), FedNova and FedAttn;
+*   `DEFAULT_SERVER_OPTIMIZER_FN` and `OptimizerArg`, the server optimizer
+    default and the optimizer argument type of every builder.
 
 This module must not import `tff_hgb.algorithms` (that package imports
 `tff_hgb.client_work`, which imports this module).

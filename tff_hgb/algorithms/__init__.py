@@ -24,8 +24,8 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_hgb import aggregation
-from tff_hgb import client_work
 from tff_hgb import hgb
+from tff_hgb import hgb_config
 from tff_hgb import models
 from tff_hgb.data import client_data as client_data_lib
 
@@ -65,13 +65,13 @@ class AlgorithmConfig:
   # λ in p_k ∝ (1−λ)·n_k/Σn + λ·u_k/Σu (1 = the paper's u_k weights).
   client_weight_mix: float = hgb.DEFAULT_CLIENT_WEIGHT_MIX
   # β > 0: the OGR weight becomes n_k·u_k^β (0 = off).
-  client_weight_temper: float = hgb.DEFAULT_CLIENT_WEIGHT_TEMPER
+  client_weight_temper: float = 0.0
   # c: no client's share of a round's mean above c (`hgb`, `fedavg_capped`;
   # 0 = off for hgb, 2/K for fedavg_capped).
-  max_client_share: float = hgb.DEFAULT_MAX_CLIENT_SHARE
+  max_client_share: float = 0.0
   # Where `hgb` clients measure OGR: their own validation split ('local') or
   # a small IID set held out of the training pool ('shared', §5b).
-  validation_source: str = hgb.DEFAULT_VALIDATION_SOURCE
+  validation_source: str = client_data_lib.LOCAL_VALIDATION
   # §5: encoder/head m averaged only over clients holding m (all HGB modes).
   modality_aware: bool = False
 
@@ -140,6 +140,28 @@ def _shuffle_seed(config: AlgorithmConfig, client_index: int, round_num: int):
   return (config.seed * 1_000_003 + round_num * 7919 + client_index) % (2**31)
 
 
+def _hgb_process(name: str, model_fn, config: AlgorithmConfig):
+  """HGB mode `name`'s process and where its clients measure OGR."""
+  overrides = dict(config.hgb_overrides)
+  overrides.setdefault('local_epochs', config.local_epochs)
+  client_switches = {}
+  validation = client_data_lib.LOCAL_VALIDATION
+  if name == 'hgb':  # The other modes are literal (see AlgorithmConfig).
+    client_switches = dict(
+        client_weight_mix=config.client_weight_mix,
+        client_weight_temper=config.client_weight_temper,
+        max_client_share=config.max_client_share)
+    validation = config.validation_source
+  hgb_process_config = hgb_config.HGBConfig.for_mode(
+      name, modality_aware=config.modality_aware, **client_switches,
+      **overrides)
+  process = hgb.build_process_from_config(
+      model_fn, hgb_process_config,
+      client_optimizer_fn=_client_optimizer(config),
+      server_optimizer_fn=_server_optimizer(config))
+  return process, validation
+
+
 def build_algorithm(name: str, federated_data, config: AlgorithmConfig
                     ) -> Algorithm:
   """Builds registry entry `name` on `federated_data` (a FederatedData)."""
@@ -163,20 +185,7 @@ def build_algorithm(name: str, federated_data, config: AlgorithmConfig
                                    head_weights=head_weights)
 
   if name in HGB_MODES:
-    overrides = dict(config.hgb_overrides)
-    overrides.setdefault('local_epochs', config.local_epochs)
-    client_switches = {}
-    validation = client_data_lib.LOCAL_VALIDATION
-    if name == 'hgb':
-      client_switches = dict(
-          client_weight_mix=config.client_weight_mix,
-          client_weight_temper=config.client_weight_temper or None,
-          max_client_share=config.max_client_share or None)
-      validation = config.validation_source
-    process = hgb.build_hgb_process(
-        model_fn, client_optimizer_fn=_client_optimizer(config),
-        server_optimizer_fn=_server_optimizer(config), mode=name,
-        modality_aware=config.modality_aware, **client_switches, **overrides)
+    process, validation = _hgb_process(name, model_fn, config)
 
     def client_data(cid, round_num):
       return federated_data.client_datasets(
@@ -228,4 +237,4 @@ def build_algorithm(name: str, federated_data, config: AlgorithmConfig
 
 
 def hgb_hparams_fields() -> list[str]:
-  return [f.name for f in dataclasses.fields(client_work.HGBHParams)]
+  return [f.name for f in dataclasses.fields(hgb_config.HGBHParams)]
