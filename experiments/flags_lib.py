@@ -14,13 +14,13 @@ from typing import Any, Mapping
 from absl import flags
 
 from tff_hgb import client_work
-from tff_hgb import experiment
 from tff_hgb import runtime
 from tff_hgb.data import dataset as dataset_lib
+from tff_hgb.experiment import config as config_lib
 from tff_hgb.runtime import configure as runtime_configure
 
 FLAGS = flags.FLAGS
-_DEFAULTS = experiment.ExperimentConfig()
+_DEFAULTS = config_lib.ExperimentConfig()
 
 flags.DEFINE_string('dataset', _DEFAULTS.dataset,
                     'Data set: htad, watch, basicmotions, synthetic, '
@@ -84,7 +84,7 @@ flags.DEFINE_float('tune_val_fraction', _DEFAULTS.tune_val_fraction,
 flags.DEFINE_bool('progress', True, 'Show a progress bar (stderr).')
 
 _HGB_DEFAULTS = client_work.HGBHParams()
-for _field in experiment.hgb_fields():
+for _field in config_lib.hgb_fields():
   _kind = type(getattr(_HGB_DEFAULTS, _field))
   _define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
              str: flags.DEFINE_string}.get(_kind, flags.DEFINE_float)
@@ -92,26 +92,26 @@ for _field in experiment.hgb_fields():
           f'HGB hyper-parameter {_field} (HGBHParams; default: the mode\'s, '
           f'{getattr(_HGB_DEFAULTS, _field)} for the paper).')
 
-for _field, _default in experiment.extra_algorithm_fields().items():
+for _field, _default in config_lib.extra_algorithm_fields().items():
   _define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
              str: flags.DEFINE_string}.get(type(_default), flags.DEFINE_float)
   _define(_field, None, f'Algorithm hyper-parameter {_field} (AlgorithmConfig; '
           f'default {_default}).')
 
-_CONFIG_FIELDS = [f for f in experiment.ExperimentConfig.__dataclass_fields__
+_CONFIG_FIELDS = [f for f in config_lib.ExperimentConfig.__dataclass_fields__
                   if f not in ('algorithm', 'hgb', 'algorithm_options')]
 
 
-def config_from_flags(algorithm: str = '') -> experiment.ExperimentConfig:
+def config_from_flags(algorithm: str = '') -> config_lib.ExperimentConfig:
   """The ExperimentConfig of the parsed flags (and `algorithm`)."""
   values = {name: FLAGS[name].value for name in _CONFIG_FIELDS}
   hgb = tuple(sorted((f, FLAGS[f'hgb_{f}'].value)
-                     for f in experiment.hgb_fields()
+                     for f in config_lib.hgb_fields()
                      if FLAGS[f'hgb_{f}'].value is not None))
   options = tuple(sorted((f, FLAGS[f].value)
-                         for f in experiment.extra_algorithm_fields()
+                         for f in config_lib.extra_algorithm_fields()
                          if FLAGS[f].value is not None))
-  return experiment.ExperimentConfig(algorithm=algorithm, hgb=hgb,
+  return config_lib.ExperimentConfig(algorithm=algorithm, hgb=hgb,
                                      algorithm_options=options, **values)
 
 
@@ -161,7 +161,7 @@ def check_no_arguments(argv) -> None:
 
 
 # Errors a user can cause (flags, data, runtime set-up): each names its cause.
-USER_ERRORS = (experiment.UsageError, dataset_lib.DataError, RuntimeFlagError,
+USER_ERRORS = (config_lib.UsageError, dataset_lib.DataError, RuntimeFlagError,
                runtime.WorkerError, runtime.DeviceConfigurationError)
 
 

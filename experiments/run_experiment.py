@@ -5,7 +5,7 @@ r"""Trains one algorithm on one federated configuration and records the results.
 
 Writes flags.json, partition.txt/.json, metrics.csv (one row per round),
 TensorBoard events, summary.json and program state (for --resume) into
---output_dir; see tff_hgb/experiment.py and tff_hgb/results.py. Bad flags end
+--output_dir; see tff_hgb/experiment/ (run.py, results.py). Bad flags end
 with a one-line error naming the flag.
 """
 
@@ -14,7 +14,10 @@ from absl import flags
 
 from experiments import flags_lib
 from tff_hgb import algorithms
-from tff_hgb import experiment
+from tff_hgb.experiment import caches
+from tff_hgb.experiment import config as config_lib
+from tff_hgb.experiment import results
+from tff_hgb.experiment import run
 
 flags.DEFINE_string('algorithm', 'hgb',
                     f'Algorithm: {algorithms.describe_names()}.')
@@ -28,14 +31,14 @@ def main(argv):
   config = flags_lib.config_from_flags(FLAGS.algorithm)
   with flags_lib.user_errors_exit():
     flags_lib.check_runtime_flags()
-    experiment.validate(config)
-    experiment.check_output_dir(config.output_dir, config.to_dict(),
+    config_lib.validate(config)
+    results.check_output_dir(config.output_dir, config.to_dict(),
                                 resume=config.resume)
     # The runtime comes before any data: --runtime=inprocess sets up devices.
     flags_lib.start_runtime()
-    experiment.DataCache().get(config)
-    summary = experiment.run_experiment(config)
-  print(experiment.result_line(summary, config.output_dir), flush=True)
+    caches.DataCache().get(config)
+    summary = run.run_experiment(config)
+  print(run.result_line(summary, config.output_dir), flush=True)
 
 
 if __name__ == '__main__':
