@@ -12,8 +12,6 @@ accuracy vs rounds, mean and band over seeds) and summary.json, and prints the
 table. --resume continues an interrupted comparison (finished runs are kept).
 """
 
-import dataclasses
-
 from absl import app
 from absl import flags
 
@@ -21,7 +19,6 @@ from experiments import flags_lib
 from tff_hgb.experiment import caches
 from tff_hgb.experiment import comparison as comparison_lib
 from tff_hgb.experiment import config as config_lib
-from tff_hgb.experiment import results
 
 flags.DEFINE_list('algorithms', ['fedavg', 'hgb'],
                   'Algorithms to compare (registry names, uni:<modality>, '
@@ -79,20 +76,13 @@ def main(argv):
     comparison = comparison_from_flags()
     comparison_lib.validate_comparison(comparison)
     base = comparison.base
-    results.check_output_dir(base.output_dir, comparison.to_dict(),
-                                resume=base.resume)
     # The runtime comes before any data: --runtime=inprocess sets up devices.
     flags_lib.start_runtime()
-    cache = caches.DataCache()
-    for name in comparison.algorithms:  # Data/algorithm errors up front.
-      if name == comparison_lib.BEST_UNIMODAL:
-        continue
-      config = dataclasses.replace(base, algorithm=name,
-                                   seed=comparison.seeds[0])
-      caches.check_algorithm(config, cache.get(config))
-    summary = comparison_lib.run_comparison(comparison,
-                                        output_dir=base.output_dir,
-                                        resume=base.resume)
+    # run_comparison checks --output_dir and every algorithm on the data
+    # before it trains anything.
+    summary = comparison_lib.run_comparison(
+        comparison, output_dir=base.output_dir, resume=base.resume,
+        data_cache=caches.DataCache())
   print(summary['markdown'], flush=True)
   print(f'Wrote {base.output_dir}/comparison.md, comparison.png, summary.json '
         f'({summary["seconds"] / 60:.1f} min).', flush=True)

@@ -16,7 +16,6 @@ from experiments import flags_lib
 from tff_hgb import algorithms
 from tff_hgb.experiment import caches
 from tff_hgb.experiment import config as config_lib
-from tff_hgb.experiment import results
 from tff_hgb.experiment import run
 
 flags.DEFINE_string('algorithm', 'hgb',
@@ -32,12 +31,10 @@ def main(argv):
   with flags_lib.user_errors_exit():
     flags_lib.check_runtime_flags()
     config_lib.validate(config)
-    results.check_output_dir(config.output_dir, config.to_dict(),
-                                resume=config.resume)
     # The runtime comes before any data: --runtime=inprocess sets up devices.
     flags_lib.start_runtime()
-    caches.DataCache().get(config)
-    summary = run.run_experiment(config)
+    # run_experiment checks --output_dir, then loads the data into the cache.
+    summary = run.run_experiment(config, data_cache=caches.DataCache())
   print(run.result_line(summary, config.output_dir), flush=True)
 
 

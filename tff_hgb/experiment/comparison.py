@@ -9,7 +9,7 @@ import dataclasses
 import os
 import re
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from tff_hgb import algorithms
 from tff_hgb.experiment import caches
@@ -104,6 +104,7 @@ def validate_comparison(comparison: ComparisonConfig) -> None:
 
 def run_comparison(comparison: ComparisonConfig, *, output_dir: str,
                    resume: bool = False,
+                   data_cache: Optional[caches.DataCache] = None,
                    log: Callable[[str], None] = print) -> dict[str, Any]:
   """Runs algorithms × seeds; writes comparison.md/.png and summary.json.
 
@@ -112,17 +113,23 @@ def run_comparison(comparison: ComparisonConfig, *, output_dir: str,
   seed, with training-pool validation data), output_dir/centralized/.
   With `resume`, finished runs are reused and unfinished ones continue from
   their last checkpoint, so an interrupted comparison can simply be rerun.
+  `comparison` must be valid (`validate_comparison`); `data_cache` is the
+  caller's, so a binary's data is loaded once.
 
   Returns:
     The comparison summary (also output_dir/summary.json).
   """
-  validate_comparison(comparison)
   base = comparison.base
   flags = comparison.to_dict()
   results.check_output_dir(output_dir, flags, resume=resume)
+  data_cache = data_cache or caches.DataCache()
+  for name in comparison.algorithms:  # Data/algorithm errors up front.
+    if name != BEST_UNIMODAL:
+      config = dataclasses.replace(base, algorithm=name,
+                                   seed=comparison.seeds[0])
+      caches.check_algorithm(config, data_cache.get(config))
   os.makedirs(output_dir, exist_ok=True)
   results.atomic_write_json(os.path.join(output_dir, results.FLAGS_JSON), flags)
-  data_cache = caches.DataCache()
   algorithm_cache = caches.AlgorithmCache()
   started = time.perf_counter()
   summaries: dict[str, list] = collections.OrderedDict()

@@ -109,7 +109,7 @@ def run_paper_tables(base: config_lib.ExperimentConfig, *, tables: Sequence[int]
         title=f'{base.dataset} / {scheme}')
     settings[scheme] = comparison_lib.run_comparison(
         comparison, output_dir=os.path.join(output_dir, scheme), resume=True,
-        log=log)
+        data_cache=data_cache, log=log)
   central = collections.OrderedDict()
   if 1 in tables:
     sets = [[m] for m in modalities] + [list(modalities)]

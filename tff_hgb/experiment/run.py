@@ -24,8 +24,12 @@ def run_experiment(config: config_lib.ExperimentConfig, *,
   """One configuration end to end; writes config.output_dir; returns summary.
 
   Args:
-    config: the run (config.tune: tune first, then train at the best value).
-    data_cache, algorithm_cache: shared across the runs of a comparison.
+    config: a valid run (`config.validate` passed: the binaries check their
+      flags once, up front); with config.tune, tune first, then train at the
+      best value.
+    data_cache: the caller's data (a binary loads it before the run, a
+      comparison shares it across runs), so nothing is loaded twice.
+    algorithm_cache: shared across the runs of a comparison.
     tuned: values chosen by an earlier tuning (a comparison tunes once per
       algorithm); applied to config and recorded in the summary.
     tuning_record: that tuning's record, copied to this run's tuning.json.
@@ -33,9 +37,9 @@ def run_experiment(config: config_lib.ExperimentConfig, *,
       that already finished instead of re-evaluating it.
 
   Raises:
-    config_lib.UsageError: bad configuration or data (one line, names the flag).
+    config_lib.UsageError: the output directory or the data does not fit the
+      run (one line, names the flag).
   """
-  config_lib.validate(config)
   flags = config.to_dict()
   results.check_output_dir(config.output_dir, flags, resume=config.resume)
   if skip_complete and config.resume and results.run_is_complete(config.output_dir,

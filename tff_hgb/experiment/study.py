@@ -181,13 +181,14 @@ def setting_config(setting: Setting, method: Method, *, output_dir: str,
 def select_default(output_dir: str, *, settings: Sequence[Setting] = SETTINGS,
                    candidates: Sequence[Method] = CANDIDATES,
                    quick: bool = False,
+                   data_cache: Optional[caches.DataCache] = None,
                    log: Callable[[str], None] = print) -> dict[str, Any]:
   """Tunes each candidate on the selection settings; picks the best.
 
   Returns (and writes output_dir/selection.json) {'chosen': label, 'scores':
   {label: {setting: best validation accuracy, 'mean': ...}}}.
   """
-  data_cache = caches.DataCache()
+  data_cache = data_cache or caches.DataCache()
   algorithm_cache = caches.AlgorithmCache()
   scores = collections.OrderedDict()
   for candidate in candidates:
@@ -269,6 +270,7 @@ def run_study(output_dir: str, *, seeds: Sequence[int],
       while another process runs the study). Needs the selection done.
   """
   started = time.perf_counter()
+  data_cache = caches.DataCache()
   os.makedirs(output_dir, exist_ok=True)
   selection_path = os.path.join(output_dir, 'selection.json')
   if report_only:
@@ -279,7 +281,8 @@ def run_study(output_dir: str, *, seeds: Sequence[int],
     selection = results.read_json(selection_path)
   else:
     selection = select_default(output_dir, settings=settings,
-                               candidates=candidates, quick=quick, log=log)
+                               candidates=candidates, quick=quick,
+                               data_cache=data_cache, log=log)
   chosen = next(c for c in candidates if c.label == selection['chosen'])
   rows = collections.OrderedDict()
   for setting in settings:
@@ -307,11 +310,13 @@ def run_study(output_dir: str, *, seeds: Sequence[int],
           results.atomic_write_json(tuning_path,
                                     results.read_json(selected_path))
         log(f'== {setting.name} / {method.label}')
-        comparison_lib.run_comparison(
-            comparison_lib.ComparisonConfig(
-                base=base, algorithms=(method.algorithm,), seeds=tuple(seeds),
-                title=f'{setting.name} / {method.label}'),
-            output_dir=method_dir, resume=True, log=log)
+        comparison = comparison_lib.ComparisonConfig(
+            base=base, algorithms=(method.algorithm,), seeds=tuple(seeds),
+            title=f'{setting.name} / {method.label}')
+        comparison_lib.validate_comparison(comparison)
+        comparison_lib.run_comparison(comparison, output_dir=method_dir,
+                                      resume=True, data_cache=data_cache,
+                                      log=log)
       rows[setting.name][method.label] = {
           'method': method.describe(),
           'runs': collect(method_dir, method.algorithm, seeds),
