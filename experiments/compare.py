@@ -60,9 +60,9 @@ def comparison_from_flags() -> comparison_lib.ComparisonConfig:
   if FLAGS.config:
     preset = dict(comparison_lib.PRESETS[FLAGS.config])
     flags_lib.apply_preset(preset)
-  config = flags_lib.config_from_flags(FLAGS.algorithms[0] if FLAGS.algorithms
-                                       else '')
-  seeds = parse_seeds(FLAGS.seeds, config.seed)
+  # The base's algorithm is a stand-in: each run replaces it.
+  config = flags_lib.config_from_flags('fedavg')
+  seeds = parse_seeds(FLAGS.seeds, config.run.seed)
   return comparison_lib.ComparisonConfig(
       base=config, algorithms=tuple(FLAGS.algorithms), seeds=seeds,
       centralized=FLAGS.centralized)
@@ -74,18 +74,17 @@ def main(argv):
   with flags_lib.user_errors_exit():
     flags_lib.check_runtime_flags()
     comparison = comparison_from_flags()
-    comparison_lib.validate_comparison(comparison)
     base = comparison.base
     # The runtime comes before any data: --runtime=inprocess sets up devices.
     flags_lib.start_runtime()
     # run_comparison checks --output_dir and every algorithm on the data
     # before it trains anything.
     summary = comparison_lib.run_comparison(
-        comparison, output_dir=base.output_dir, resume=base.resume,
+        comparison, output_dir=base.run.output_dir, resume=base.run.resume,
         data_cache=caches.DataCache())
   print(summary['markdown'], flush=True)
-  print(f'Wrote {base.output_dir}/comparison.md, comparison.png, summary.json '
-        f'({summary["seconds"] / 60:.1f} min).', flush=True)
+  print(f'Wrote {base.run.output_dir}/comparison.md, comparison.png, '
+        f'summary.json ({summary["seconds"] / 60:.1f} min).', flush=True)
 
 
 if __name__ == '__main__':

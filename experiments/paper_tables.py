@@ -6,8 +6,8 @@ r"""The paper's Tables I–III on htad, beside the paper's numbers (`make paper`
 Runs every setting the tables need as a resumable comparison under
 --output_dir (rerunning skips finished runs and continues unfinished ones) and
 writes --output_dir/RESULTS.md. Takes the flags of run_experiment as overrides
-of the preset (tff_hgb.experiment.paper.PAPER_PRESET), plus --tables, --seeds and
---quick.
+of the preset (tff_hgb.experiment.paper.PAPER_PRESET), plus --tables, --seeds
+and --quick.
 """
 
 from absl import app
@@ -48,12 +48,12 @@ def main(argv):
       raise config_lib.UsageError('tables', 'expected numbers 1, 2, 3.')
     base = flags_lib.config_from_flags('fedavg')
     config_lib.validate(base)
-    seeds = tuple(range(base.seed, base.seed + seeds_count))
+    seeds = tuple(range(base.run.seed, base.run.seed + seeds_count))
     flags_lib.start_runtime()
     outcome = paper.run_paper_tables(base, tables=tables, seeds=seeds,
-                                          output_dir=base.output_dir)
+                                          output_dir=base.run.output_dir)
   print(outcome['markdown'], flush=True)
-  print(f'Wrote {base.output_dir}/RESULTS.md', flush=True)
+  print(f'Wrote {base.run.output_dir}/RESULTS.md', flush=True)
 
 
 if __name__ == '__main__':

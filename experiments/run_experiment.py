@@ -27,15 +27,15 @@ FLAGS = flags.FLAGS
 def main(argv):
   flags_lib.check_no_arguments(argv)
   flags_lib.quiet_logs()
-  config = flags_lib.config_from_flags(FLAGS.algorithm)
   with flags_lib.user_errors_exit():
     flags_lib.check_runtime_flags()
+    config = flags_lib.config_from_flags(FLAGS.algorithm)
     config_lib.validate(config)
     # The runtime comes before any data: --runtime=inprocess sets up devices.
     flags_lib.start_runtime()
     # run_experiment checks --output_dir, then loads the data into the cache.
     summary = run.run_experiment(config, data_cache=caches.DataCache())
-  print(run.result_line(summary, config.output_dir), flush=True)
+  print(run.result_line(summary, config.run.output_dir), flush=True)
 
 
 if __name__ == '__main__':

@@ -6,7 +6,8 @@ r"""The §5b study: where HGB, M-GB and C-GB help against tuned baselines.
 Chooses the default `hgb` configuration on validation data of the selection
 settings, then runs every setting × method with per-method learning-rate
 tuning and --seeds seeds, and writes --output_dir/STUDY.md and study.json
-(see tff_hgb/experiment/study.py). Resumable: rerun the same command to continue.
+(see tff_hgb/experiment/study.py). Resumable: rerun the same command to
+continue.
 """
 
 from absl import app

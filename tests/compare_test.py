@@ -86,15 +86,15 @@ def test_default_preset_fills_flags_not_given():
     if was_parsed:
       flags.FLAGS.mark_as_parsed()
   preset = comparison_lib.PRESETS['default']
-  assert comparison.base.rounds == 7  # Given on the command line: kept.
-  assert comparison.base.dataset == 'htad'
-  assert comparison.base.partition == 'mixed_b'
-  assert comparison.base.output_dir == 'results/default'
+  assert comparison.base.run.rounds == 7  # Given on the command line: kept.
+  assert comparison.base.data.dataset == 'htad'
+  assert comparison.base.data.partition == 'mixed_b'
+  assert comparison.base.run.output_dir == 'results/default'
   assert comparison.algorithms == tuple(preset['algorithms'])
   assert comparison_lib.BEST_UNIMODAL in comparison.algorithms
   assert comparison.centralized
   assert comparison.seeds == (0, 1, 2)
-  assert config_lib.parse_tune(comparison.base.tune)[0][0] == (
+  assert config_lib.parse_tune(comparison.base.run.tune)[0][0] == (
       'client_learning_rate')
   comparison_lib.validate_comparison(comparison)
 

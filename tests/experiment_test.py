@@ -1,7 +1,6 @@
 """Tests of the harness tff_hgb.experiment (in-process, small)."""
 
 import collections
-import dataclasses
 import json
 import os
 
@@ -24,7 +23,7 @@ def _config(tmp_path, **overrides):
                 output_dir=str(tmp_path / 'run'), progress=False,
                 checkpoint_every=2)
   values.update(overrides)
-  return config_lib.ExperimentConfig(**values)
+  return config_lib.ExperimentConfig.from_dict(values)
 
 
 # ---------------------------------------------------------------------------
@@ -54,9 +53,9 @@ def test_algorithm_options_reach_the_algorithm_config(tmp_path):
       _config(tmp_path), {'client_weight_mix': 0.25,
                           'client_learning_rate': 0.3,
                           'hgb_warmup_fraction': 0.75})
-  assert dict(config.algorithm_options) == {'client_weight_mix': 0.25}
-  assert dict(config.hgb) == {'warmup_fraction': 0.75}
-  built = config_lib.algorithm_config(config)
+  assert dict(config.algorithm.options) == {'client_weight_mix': 0.25}
+  assert dict(config.algorithm.hgb) == {'warmup_fraction': 0.75}
+  built = config.algorithm_config()
   assert built.client_weight_mix == 0.25
   assert built.client_learning_rate == 0.3
   assert dict(built.hgb_overrides) == {'warmup_fraction': 0.75}
@@ -91,9 +90,8 @@ def test_parse_tune_rejects(spec):
     (dict(output_dir=None), 'output_dir'),
 ])
 def test_validate_names_the_flag(tmp_path, overrides, flag):
-  config = _config(tmp_path, **overrides)
   with pytest.raises(config_lib.UsageError) as raised:
-    config_lib.validate(config)
+    config_lib.validate(_config(tmp_path, **overrides))
   assert raised.value.flag == flag
   assert str(raised.value).startswith(f'--{flag}: ')
 
@@ -112,16 +110,16 @@ def test_errors_found_with_the_data(tmp_path):
 
 def test_output_dir_holding_a_run(tmp_path):
   config = _config(tmp_path)
-  os.makedirs(config.output_dir)
-  results.atomic_write_json(os.path.join(config.output_dir, 'flags.json'),
+  os.makedirs(config.run.output_dir)
+  results.atomic_write_json(os.path.join(config.run.output_dir, 'flags.json'),
                             config.to_dict())
   with pytest.raises(config_lib.UsageError, match='^--output_dir: '):
-    results.check_output_dir(config.output_dir, config.to_dict(),
+    results.check_output_dir(config.run.output_dir, config.to_dict(),
                                 resume=False)
-  results.check_output_dir(config.output_dir, config.to_dict(), resume=True)
-  other = dataclasses.replace(config, rounds=7)
+  results.check_output_dir(config.run.output_dir, config.to_dict(), resume=True)
+  other = config.replace(rounds=7)
   with pytest.raises(config_lib.UsageError, match='^--resume: .*rounds'):
-    results.check_output_dir(config.output_dir, other.to_dict(),
+    results.check_output_dir(config.run.output_dir, other.to_dict(),
                                 resume=True)
 
 
@@ -263,7 +261,7 @@ def test_tuning_uses_training_pool_validation_only(tmp_path, monkeypatch):
 
   monkeypatch.setattr(evaluation, 'evaluate', recording_evaluate)
   summary = run.run_experiment(config, data_cache=data_cache)
-  out = config.output_dir
+  out = config.run.output_dir
   record = results.read_json(os.path.join(out, 'tuning.json'))
   assert 'test set is not used' in record['validation']['source']
 
@@ -306,12 +304,11 @@ def test_widened_tuning_grid_reuses_finished_values(tmp_path, monkeypatch):
   real_train = loop.train
 
   def counting_train(trial, *args, **kwargs):
-    trained.append(trial.client_learning_rate)
+    trained.append(trial.algorithm.client_learning_rate)
     return real_train(trial, *args, **kwargs)
 
   monkeypatch.setattr(loop, 'train', counting_train)
-  widened = dataclasses.replace(config,
-                                tune='client_learning_rate:0.1,0.01,0.4')
+  widened = config.replace(tune='client_learning_rate:0.1,0.01,0.4')
   second = tuning.tune(widened, tuning_path=path, resume=True)
   by_value = lambda record: {c['values']['client_learning_rate']: c
                              for c in record['candidates']}
@@ -320,8 +317,8 @@ def test_widened_tuning_grid_reuses_finished_values(tmp_path, monkeypatch):
   assert set(new) == {0.01, 0.1, 0.4}
   for value in (0.01, 0.1):
     assert new[value] == old[value]
-  assert second['tune'] == widened.tune
+  assert second['tune'] == widened.run.tune
   # A narrowed grid drops what it no longer contains.
-  narrowed = tuning.tune(dataclasses.replace(
-      config, tune='client_learning_rate:0.4'), tuning_path=path, resume=True)
+  narrowed = tuning.tune(config.replace(tune='client_learning_rate:0.4'),
+                         tuning_path=path, resume=True)
   assert list(by_value(narrowed)) == [0.4] and trained == [0.4]

@@ -6,7 +6,6 @@ process on the session's TFF worker (tests/conftest.py).
 """
 
 import csv
-import dataclasses
 import errno
 import os
 import random
@@ -264,7 +263,8 @@ def test_results_are_written_through_temp_file_and_rename(tmp_path,
     text = open(os.path.join(root, 'tff_hgb', name), encoding='utf-8').read()
     for mode in ("'w'", "'wb'", "'a'", '"w"'):
       uses = text.count(f', {mode}')
-      allowed = 1 if (name == os.path.join('experiment', 'results.py') and mode == "'w'") else 0
+      allowed = 1 if (name == os.path.join('experiment', 'results.py') and
+                      mode == "'w'") else 0
       assert uses == allowed, (name, mode)
 
 
@@ -292,7 +292,7 @@ def _small_config(out, **overrides):
                 partition='mixed_b', num_clients=4, rounds=3, batch_size=8,
                 checkpoint_every=1, seed=2, progress=False, output_dir=out)
   values.update(overrides)
-  return config_lib.ExperimentConfig(**values)
+  return config_lib.ExperimentConfig.from_dict(values)
 
 
 def test_corrupt_checkpoint_falls_back_to_an_earlier_one(tmp_path, caches):
@@ -306,7 +306,7 @@ def test_corrupt_checkpoint_falls_back_to_an_earlier_one(tmp_path, caches):
   # The newest state is damaged: --resume continues from the one before and
   # redoes the last round, to the same result.
   _corrupt_state(out, 3)
-  resume = dataclasses.replace(config, resume=True)
+  resume = config.replace(resume=True)
   again = run.run_experiment(resume, data_cache=data_cache,
                                     algorithm_cache=algorithm_cache)
   assert again['final_accuracy'] == first['final_accuracy']

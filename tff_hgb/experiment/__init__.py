@@ -1,4 +1,4 @@
-"""The experiment harness: what the binaries in experiments/ run, beside the core.
+"""The experiment harness: what the binaries run, beside the core.
 
 It turns a configuration into runs, tunings, comparisons, the paper's tables
 and the §5b study, and writes their files; the core (the modules at the top of

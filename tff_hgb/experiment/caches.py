@@ -15,7 +15,6 @@ from typing import Mapping
 import numpy as np
 
 from tff_hgb import algorithms
-from tff_hgb import models
 from tff_hgb.data import client_data as client_data_lib
 from tff_hgb.data import dataset as dataset_lib
 from tff_hgb.data import datasets
@@ -55,12 +54,13 @@ class DataCache:
     self._partitioned = {}
 
   def load(self, config: config_lib.ExperimentConfig):
-    key = (config.dataset, config.test_fraction, config.data_seed)
+    spec = config.data
+    key = (spec.dataset, spec.test_fraction, spec.data_seed)
     if key not in self._loaded:
       try:
         self._loaded[key] = datasets.load(
-            config.dataset, test_fraction=config.test_fraction,
-            seed=config.data_seed)
+            spec.dataset, test_fraction=spec.test_fraction,
+            seed=spec.data_seed)
       except DataError as e:
         raise config_lib.UsageError('dataset', str(e)) from None
     return self._loaded[key]
@@ -68,10 +68,11 @@ class DataCache:
   def get(self, config: config_lib.ExperimentConfig, *, for_tuning: bool = False
           ) -> ExperimentData:
     """The run's data; for_tuning: pool minus a held-out validation part."""
-    key = (config.dataset, config.test_fraction, config.data_seed,
-           config.partition, config.num_clients, config.alpha,
-           config.val_fraction, config.min_val_examples, config.seed,
-           for_tuning and config.tune_val_fraction)
+    spec, run = config.data, config.run
+    key = (spec.dataset, spec.test_fraction, spec.data_seed, spec.partition,
+           spec.num_clients, spec.alpha, spec.val_fraction,
+           spec.min_val_examples, run.seed,
+           for_tuning and run.tune_val_fraction)
     if key in self._partitioned:
       return self._partitioned[key]
     train_pool, test = self.load(config)
@@ -81,55 +82,44 @@ class DataCache:
       # partitioning (stratified by label, seeded); the test set is unused.
       try:
         train_pool, evaluation_set = datasets.hold_out_test(
-            train_pool, test_fraction=config.tune_val_fraction,
-            seed=config.seed + 7919)
+            train_pool, test_fraction=run.tune_val_fraction,
+            seed=run.seed + 7919)
       except DataError as e:
         raise config_lib.UsageError('tune_val_fraction', str(e)) from None
       prefix = VALIDATION_PREFIX
     try:
       partition = partition_lib.make_partition(
-          train_pool, config.partition, num_clients=config.num_clients,
-          alpha=config.alpha, val_fraction=config.val_fraction,
-          min_val_examples=config.min_val_examples, seed=config.seed)
+          train_pool, spec.partition, num_clients=spec.num_clients,
+          alpha=spec.alpha, val_fraction=spec.val_fraction,
+          min_val_examples=spec.min_val_examples, seed=run.seed)
       federated = client_data_lib.FederatedData(train_pool, partition)
     except DataError as e:
-      raise config_lib.UsageError('partition', f'{config.partition} on '
-                       f'{config.dataset}: {e}') from None
+      raise config_lib.UsageError(
+          'partition', f'{spec.partition} on {spec.dataset}: {e}') from None
     data = ExperimentData(train_pool, evaluation_set, prefix, partition,
                           federated)
-    if config.clients_per_round > len(federated.client_ids):
-      raise config_lib.UsageError('clients_per_round', f'{config.clients_per_round} > '
-                       f'the {len(federated.client_ids)} clients of the '
-                       f'{config.partition} partition.')
+    if run.clients_per_round > len(federated.client_ids):
+      raise config_lib.UsageError(
+          'clients_per_round', f'{run.clients_per_round} > the '
+          f'{len(federated.client_ids)} clients of the {spec.partition} '
+          'partition.')
     self._partitioned[key] = data
     return data
 
 
-def check_algorithm(config: config_lib.ExperimentConfig, data: ExperimentData) -> None:
-  if not algorithms.is_known(config.algorithm, data.modality_names):
-    raise config_lib.UsageError('algorithm', f'unknown algorithm {config.algorithm!r} '
-                     f'for {config.dataset}; expected one of '
-                     f'{algorithms.describe_names(data.modality_names)}.')
+def check_algorithm(config: config_lib.ExperimentConfig,
+                    data: ExperimentData) -> None:
+  """uni:<m> can only be checked once the data's modalities are known."""
+  name = config.algorithm.name
+  if not algorithms.is_known(name, data.modality_names):
+    raise config_lib.UsageError(
+        'algorithm', f'unknown algorithm {name!r} for {config.data.dataset}; '
+        f'expected one of {algorithms.describe_names(data.modality_names)}.')
 
 
 # ---------------------------------------------------------------------------
 # Algorithms (built once per configuration; learning rates via hparams).
 # ---------------------------------------------------------------------------
-
-
-def algorithm_config(config: config_lib.ExperimentConfig) -> algorithms.AlgorithmConfig:
-  return algorithms.AlgorithmConfig(
-      client_learning_rate=config.client_learning_rate,
-      server_learning_rate=config.server_learning_rate,
-      client_momentum=config.client_momentum,
-      local_epochs=config.local_epochs,
-      batch_size=config.batch_size,
-      seed=config.seed,
-      model=models.ModelConfig(seed=config.seed),
-      fedprox_mu=config.fedprox_mu,
-      fedattn_epsilon=config.fedattn_epsilon,
-      hgb_overrides=tuple(sorted(config.hgb)),
-      **dict(config.algorithm_options))
 
 
 def _replace_learning_rates(hparams, client_lr: float, server_lr: float):
@@ -186,14 +176,14 @@ class AlgorithmCache:
 
   def get(self, config: config_lib.ExperimentConfig, data: ExperimentData
           ) -> algorithms.Algorithm:
-    base = algorithm_config(config)
-    key = (config.algorithm, id(data.federated_data),
+    base = config.algorithm_config()
+    key = (config.algorithm.name, id(data.federated_data),
            dataclasses.replace(base, client_learning_rate=0.0,
                                server_learning_rate=0.0))
     if key in self._entries:
       self._entries.move_to_end(key)
       return self._entries[key][0]
-    algorithm = algorithms.build_algorithm(config.algorithm,
+    algorithm = algorithms.build_algorithm(config.algorithm.name,
                                            data.federated_data, base)
     self.builds += 1
     settable = _replace_learning_rates(
@@ -208,7 +198,8 @@ class AlgorithmCache:
     return algorithm
 
 
-def initial_state(algorithm: algorithms.Algorithm, config: config_lib.ExperimentConfig):
+def initial_state(algorithm: algorithms.Algorithm,
+                  config: config_lib.ExperimentConfig):
   """process.initialize() with the configuration's learning rates set.
 
   A process whose hyper-parameters hold no learning rates was built with the
@@ -217,8 +208,8 @@ def initial_state(algorithm: algorithms.Algorithm, config: config_lib.Experiment
   process = algorithm.process
   state = process.initialize()
   hparams = _replace_learning_rates(process.get_hparams(state),
-                                    config.client_learning_rate,
-                                    config.server_learning_rate)
+                                    config.algorithm.client_learning_rate,
+                                    config.algorithm.server_learning_rate)
   if hparams is None:
     return state
   return process.set_hparams(state, hparams)

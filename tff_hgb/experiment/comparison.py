@@ -1,5 +1,5 @@
-"""Comparisons: algorithms × seeds of one configuration, tuned once per algorithm,
-with compare's presets; writes comparison.md, comparison.png and summary.json.
+"""Comparisons: algorithms × seeds of one configuration, tuned once per
+algorithm, compare's presets; writes comparison.md/.png and summary.json.
 """
 
 from __future__ import annotations
@@ -78,6 +78,9 @@ class ComparisonConfig:
   centralized: bool = False
   title: str = ''
 
+  def __post_init__(self):
+    validate_comparison(self)
+
   def to_dict(self) -> dict[str, Any]:
     values = self.base.to_dict()
     values.update(algorithms=list(self.algorithms), seeds=list(self.seeds),
@@ -87,6 +90,7 @@ class ComparisonConfig:
 
 
 def validate_comparison(comparison: ComparisonConfig) -> None:
+  """What a comparison adds to its (valid) base: algorithms, seeds, a dir."""
   if not comparison.algorithms:
     raise config_lib.UsageError('algorithms', 'give at least one algorithm.')
   if len(set(comparison.algorithms)) != len(comparison.algorithms):
@@ -95,11 +99,12 @@ def validate_comparison(comparison: ComparisonConfig) -> None:
     if name == BEST_UNIMODAL:
       continue
     if not algorithms.is_known(name):
-      raise config_lib.UsageError('algorithms', f'unknown algorithm {name!r}; expected '
-                       f'one of {algorithms.describe_names()}.')
+      raise config_lib.UsageError(
+          'algorithms', f'unknown algorithm {name!r}; expected one of '
+          f'{algorithms.describe_names()}.')
   if not comparison.seeds:
     raise config_lib.UsageError('seeds', 'give at least one seed.')
-  config_lib.validate(dataclasses.replace(comparison.base, algorithm='fedavg'))
+  config_lib.validate(comparison.base)
 
 
 def run_comparison(comparison: ComparisonConfig, *, output_dir: str,
@@ -113,8 +118,7 @@ def run_comparison(comparison: ComparisonConfig, *, output_dir: str,
   seed, with training-pool validation data), output_dir/centralized/.
   With `resume`, finished runs are reused and unfinished ones continue from
   their last checkpoint, so an interrupted comparison can simply be rerun.
-  `comparison` must be valid (`validate_comparison`); `data_cache` is the
-  caller's, so a binary's data is loaded once.
+  `data_cache` is the caller's, so a binary's data is loaded once.
 
   Returns:
     The comparison summary (also output_dir/summary.json).
@@ -125,8 +129,7 @@ def run_comparison(comparison: ComparisonConfig, *, output_dir: str,
   data_cache = data_cache or caches.DataCache()
   for name in comparison.algorithms:  # Data/algorithm errors up front.
     if name != BEST_UNIMODAL:
-      config = dataclasses.replace(base, algorithm=name,
-                                   seed=comparison.seeds[0])
+      config = base.replace(algorithm=name, seed=comparison.seeds[0])
       caches.check_algorithm(config, data_cache.get(config))
   os.makedirs(output_dir, exist_ok=True)
   results.atomic_write_json(os.path.join(output_dir, results.FLAGS_JSON), flags)
@@ -144,34 +147,16 @@ def run_comparison(comparison: ComparisonConfig, *, output_dir: str,
     names = [choice if n == BEST_UNIMODAL else n for n in names]
   for name in names:
     algorithm_dir = os.path.join(output_dir, run_slug(name))
-    config = dataclasses.replace(base, algorithm=name,
-                                 seed=comparison.seeds[0])
+    config = base.replace(algorithm=name, seed=comparison.seeds[0])
     caches.check_algorithm(config, data_cache.get(config))
     tuned, record = None, None
-    if base.tune:
-      record = tuning.tune(config,
-                    tuning_path=os.path.join(algorithm_dir,
-                                             results.TUNING_JSON),
-                    data_cache=data_cache, algorithm_cache=algorithm_cache,
-                    resume=resume)
-      tuned = record['chosen']
-      tuned_values[name] = tuned
-      log(f'{name}: tuned {tuned} (validation scores ' + ', '.join(
-          f'{c["values"]}: {c["score"]:.3f}' for c in record['candidates']) +
-          ')')
-    summaries[name] = []
-    curves[name] = []
-    for seed in comparison.seeds:
-      run_dir = os.path.join(algorithm_dir, f'seed_{seed}')
-      run_config = dataclasses.replace(config, seed=seed, output_dir=run_dir,
-                                       resume=resume, tune=base.tune)
-      summary = run.run_experiment(run_config, data_cache=data_cache,
-                               algorithm_cache=algorithm_cache, tuned=tuned or {},
-                               tuning_record=record, skip_complete=True)
-      log(run.result_line(summary))
-      summaries[name].append(summary)
-      curves[name].append(reports.accuracy_curve(results.read_metrics(
-          os.path.join(run_dir, results.METRICS_CSV))))
+    if base.run.tune:
+      record = _tune(config, algorithm_dir, data_cache, algorithm_cache,
+                     resume=resume, log=log)
+      tuned = tuned_values[name] = record['chosen']
+    summaries[name], curves[name] = _run_seeds(
+        config, comparison.seeds, algorithm_dir, data_cache, algorithm_cache,
+        tuned=tuned, record=record, resume=resume, log=log)
   central = None
   if comparison.centralized:
     central = reference.centralized_reference(
@@ -183,12 +168,12 @@ def run_comparison(comparison: ComparisonConfig, *, output_dir: str,
       summaries, baselines=[n for n in names if is_baseline(n)])
   seconds = time.perf_counter() - started
   summary = {
-      'dataset': base.dataset, 'partition': base.partition,
-      'rounds': base.rounds, 'num_clients': base.num_clients,
-      'clients_per_round': base.clients_per_round,
+      'dataset': base.data.dataset, 'partition': base.data.partition,
+      'rounds': base.run.rounds, 'num_clients': base.data.num_clients,
+      'clients_per_round': base.run.clients_per_round,
       'seeds': list(comparison.seeds),
-      'target_accuracy': base.target_accuracy,
-      'tune': base.tune, 'tuned': tuned_values,
+      'target_accuracy': base.run.target_accuracy,
+      'tune': base.run.tune, 'tuned': tuned_values,
       'algorithms': table,
       'centralized': central,
       'seconds': seconds,
@@ -196,15 +181,57 @@ def run_comparison(comparison: ComparisonConfig, *, output_dir: str,
   }
   results.atomic_write_json(os.path.join(output_dir, results.SUMMARY_JSON),
                             summary)
+  summary['markdown'] = _write_report(comparison, output_dir, table, central,
+                                      curves, seconds)
+  return summary
+
+
+def _tune(config: config_lib.ExperimentConfig, algorithm_dir: str,
+          data_cache: caches.DataCache, algorithm_cache: caches.AlgorithmCache,
+          *, resume: bool, log: Callable[[str], None]) -> dict[str, Any]:
+  """One algorithm's tuning (on the first seed), logged; its record."""
+  record = tuning.tune(
+      config, tuning_path=os.path.join(algorithm_dir, results.TUNING_JSON),
+      data_cache=data_cache, algorithm_cache=algorithm_cache, resume=resume)
+  log(f'{config.algorithm.name}: tuned {record["chosen"]} (validation scores '
+      + ', '.join(f'{c["values"]}: {c["score"]:.3f}'
+                  for c in record['candidates']) + ')')
+  return record
+
+
+def _run_seeds(config: config_lib.ExperimentConfig, seeds, algorithm_dir: str,
+               data_cache: caches.DataCache,
+               algorithm_cache: caches.AlgorithmCache, *, tuned, record,
+               resume: bool, log: Callable[[str], None]):
+  """One algorithm's run per seed: (their summaries, their accuracy curves)."""
+  summaries, curves = [], []
+  for seed in seeds:
+    run_dir = os.path.join(algorithm_dir, f'seed_{seed}')
+    run_config = config.replace(seed=seed, output_dir=run_dir, resume=resume)
+    summary = run.run_experiment(
+        run_config, data_cache=data_cache, algorithm_cache=algorithm_cache,
+        tuned=tuned or {}, tuning_record=record, skip_complete=True)
+    log(run.result_line(summary))
+    summaries.append(summary)
+    curves.append(reports.accuracy_curve(results.read_metrics(
+        os.path.join(run_dir, results.METRICS_CSV))))
+  return summaries, curves
+
+
+def _write_report(comparison: ComparisonConfig, output_dir: str, table,
+                  central, curves, seconds: float) -> str:
+  """comparison.md and comparison.png; returns the markdown."""
+  base = comparison.base
   title = comparison.title or (
-      f'{base.dataset} / {base.partition}: {base.num_clients} clients, '
-      f'{base.rounds} rounds, {len(comparison.seeds)} seed(s)')
-  notes = [f'Local epochs {base.local_epochs}, batch {base.batch_size}, '
-           f'clients per round {base.clients_per_round or "all"}, α = '
-           f'{base.alpha}.']
-  if base.tune:
-    notes.append(f'Tuned per algorithm ({base.tune}) on validation data held '
-                 'out of the training pool (never the test set).')
+      f'{base.data.dataset} / {base.data.partition}: '
+      f'{base.data.num_clients} clients, {base.run.rounds} rounds, '
+      f'{len(comparison.seeds)} seed(s)')
+  notes = [f'Local epochs {base.algorithm.local_epochs}, batch '
+           f'{base.algorithm.batch_size}, clients per round '
+           f'{base.run.clients_per_round or "all"}, α = {base.data.alpha}.']
+  if base.run.tune:
+    notes.append(f'Tuned per algorithm ({base.run.tune}) on validation data '
+                 'held out of the training pool (never the test set).')
   if central:
     notes.append(f'Centralized: the same model, fused loss, '
                  f'{central["epochs"]} epochs of SGD (learning rate '
@@ -213,13 +240,12 @@ def run_comparison(comparison: ComparisonConfig, *, output_dir: str,
                  'with the best validation accuracy.')
   notes.append(f'Wall time {seconds / 60:.1f} min.')
   markdown = reports.comparison_markdown(
-      table, target_accuracy=base.target_accuracy, title=title,
+      table, target_accuracy=base.run.target_accuracy, title=title,
       centralized=central, notes=notes)
   results.atomic_write_text(os.path.join(output_dir, results.COMPARISON_MD),
                             markdown)
   reports.plot_comparison(
       curves, os.path.join(output_dir, results.COMPARISON_PNG), title=title,
-      target_accuracy=base.target_accuracy,
+      target_accuracy=base.run.target_accuracy,
       centralized=central['final_accuracy_mean'] if central else None)
-  summary['markdown'] = markdown
-  return summary
+  return markdown

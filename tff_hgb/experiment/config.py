@@ -1,7 +1,12 @@
-"""The configuration of one run: ExperimentConfig, its checks, --tune specs.
+"""The configuration of one run: frozen configs experiment → data / algorithm
+(→ HGB hyper-parameters) / run, each checking itself once when it is made.
 
-Everything here is checked without data; errors are `UsageError`s naming the
-flag (`--<flag>: <what is wrong>`), so the binaries answer them in one line.
+A config that exists is valid: every range is checked in its config's
+`__post_init__` (the core's `AlgorithmConfig` and `HGBHParams` check their own
+fields), so entry points take configs and never re-check them. Errors are
+`UsageError`s naming the field, and every field is named as its flag
+(`--<flag>: <what is wrong>`), so the binaries answer them in one line. The
+flat form (`to_dict`/`from_dict`, flags.json) keeps the flags' names and order.
 """
 
 from __future__ import annotations
@@ -29,70 +34,21 @@ class UsageError(ValueError):
     super().__init__(f'--{flag}: {message}')
 
 
-@dataclasses.dataclass(frozen=True)
-class ExperimentConfig:
-  """Everything a run depends on; field names are the flag names.
+def _require(ok: bool, field: str, message: str) -> None:
+  if not ok:
+    raise UsageError(field, message)
 
-  `hgb` holds (field, value) pairs of `client_work.HGBHParams` overriding the
-  HGB mode's defaults (flags --hgb_<field>); `local_epochs` has its own field.
-  `clients_per_round=0` means every client takes part in every round.
-  """
 
-  algorithm: str = 'hgb'
-  dataset: str = datasets.DEFAULT_DATASET
-  partition: str = partition_lib.MIXED_B
-  alpha: float = partition_lib.DEFAULT_ALPHA
-  num_clients: int = 10
-  clients_per_round: int = 0
-  rounds: int = 30
-  local_epochs: int = 1
-  batch_size: int = 16
-  client_learning_rate: float = 0.05
-  server_learning_rate: float = 1.0
-  client_momentum: float = 0.0
-  fedprox_mu: float = 0.01
-  fedattn_epsilon: float = 1.2
-  hgb: tuple[tuple[str, Any], ...] = ()
-  # Other AlgorithmConfig fields (e.g. client_weight_mix), as (name, value).
-  algorithm_options: tuple[tuple[str, Any], ...] = ()
-  val_fraction: float = 0.1
-  min_val_examples: int = 4
-  test_fraction: float = datasets.DEFAULT_TEST_FRACTION
-  data_seed: int = 0
-  seed: int = 0
-  target_accuracy: Optional[float] = 0.7
-  eval_every: int = 1
-  checkpoint_every: int = 5
-  output_dir: Optional[str] = None
-  resume: bool = False
-  tune: str = ''
-  tune_rounds: int = 0
-  tune_val_fraction: float = 0.2
-  progress: bool = True
+def _at_least(value: int, low: int, field: str) -> None:
+  _require(value >= low, field, f'must be ≥ {low}, got {value}.')
 
-  def to_dict(self) -> dict[str, Any]:
-    values = dataclasses.asdict(self)
-    values['hgb'] = {k: v for k, v in self.hgb}
-    values['algorithm_options'] = {k: v for k, v in self.algorithm_options}
-    return values
 
-  @classmethod
-  def from_dict(cls, values: Mapping[str, Any]) -> 'ExperimentConfig':
-    values = dict(values)
-    known = {f.name for f in dataclasses.fields(cls)}
-    values = {k: v for k, v in values.items() if k in known}
-    values['hgb'] = tuple(sorted((values.get('hgb') or {}).items()))
-    values['algorithm_options'] = tuple(sorted(
-        (values.get('algorithm_options') or {}).items()))
-    return cls(**values)
-
-  @property
-  def effective_tune_rounds(self) -> int:
-    return self.tune_rounds or self.rounds
+def _in_open_unit(value: float, field: str) -> None:
+  _require(0.0 < value < 1.0, field, f'must lie in (0, 1), got {value}.')
 
 
 # ---------------------------------------------------------------------------
-# Validation of a configuration (before any heavy work).
+# Hyper-parameter names and --tune specs.
 # ---------------------------------------------------------------------------
 
 
@@ -102,9 +58,9 @@ def hgb_fields() -> list[str]:
 
 
 def extra_algorithm_fields() -> dict[str, Any]:
-  """AlgorithmConfig fields without their own ExperimentConfig field (name →
+  """AlgorithmConfig fields without their own AlgorithmSettings field (name →
   default), e.g. HGB's client_weight_mix; set as flags of the same name."""
-  own = {f.name for f in dataclasses.fields(ExperimentConfig)}
+  own = {f.name for f in dataclasses.fields(AlgorithmSettings)} | {'seed'}
   defaults = algorithms.AlgorithmConfig()
   return {f.name: getattr(defaults, f.name)
           for f in dataclasses.fields(algorithms.AlgorithmConfig)
@@ -175,25 +131,6 @@ def tune_candidates(spec: str) -> list[dict[str, Any]]:
           for combo in itertools.product(*[g[1] for g in grid])]
 
 
-def with_values(config: ExperimentConfig, values: Mapping[str, Any]
-                ) -> ExperimentConfig:
-  """`config` with tuned values applied (hgb_<field> goes into config.hgb)."""
-  plain = {}
-  hgb = dict(config.hgb)
-  options = dict(config.algorithm_options)
-  extra = extra_algorithm_fields()
-  for name, value in values.items():
-    if name.startswith('hgb_') and name[4:] in hgb_fields():
-      hgb[name[4:]] = value
-    elif name in extra:
-      options[name] = value
-    else:
-      plain[name] = value
-  return dataclasses.replace(config, hgb=tuple(sorted(hgb.items())),
-                             algorithm_options=tuple(sorted(options.items())),
-                             **plain)
-
-
 def _known_dataset(name: str) -> bool:
   names = datasets.dataset_names()
   if name in names:
@@ -202,117 +139,256 @@ def _known_dataset(name: str) -> bool:
   return bool(sep and path and f'{prefix}:<path>' in names)
 
 
-def validate(config: ExperimentConfig, *, needs_output_dir: bool = True
-             ) -> None:
-  """Checks everything that can be checked without data; raises UsageError."""
-  name = config.algorithm
-  if not name or not algorithms.is_known(name):
-    raise UsageError('algorithm', f'unknown algorithm {name!r}; expected one '
-                     f'of {algorithms.describe_names()}.')
-  if not config.dataset:
-    raise UsageError('dataset', 'is empty.')
-  if not _known_dataset(config.dataset):
-    raise UsageError('dataset', f'unknown data set {config.dataset!r}; valid '
-                     f'names: {", ".join(datasets.dataset_names())}.')
-  if config.partition not in partition_lib.SCHEMES:
-    raise UsageError('partition', f'unknown scheme {config.partition!r}; '
-                     f'expected one of {", ".join(partition_lib.SCHEMES)}.')
-  positive = ('rounds', 'local_epochs', 'batch_size', 'eval_every',
-              'checkpoint_every')
-  for field in positive:
-    if getattr(config, field) < 1:
-      raise UsageError(field, f'must be ≥ 1, got {getattr(config, field)}.')
-  if config.num_clients < 1:
-    raise UsageError('num_clients', f'must be ≥ 1, got {config.num_clients}.')
-  if config.clients_per_round < 0:
-    raise UsageError('clients_per_round', 'must be ≥ 0 (0 = all clients), '
-                     f'got {config.clients_per_round}.')
-  if (config.partition != partition_lib.NATURAL and
-      config.clients_per_round > config.num_clients):
-    raise UsageError('clients_per_round', f'{config.clients_per_round} > '
-                     f'--num_clients={config.num_clients}.')
-  for field in ('client_learning_rate', 'server_learning_rate'):
-    value = getattr(config, field)
-    if not (math.isfinite(value) and value > 0):
-      raise UsageError(field, f'must be > 0, got {value}.')
-  if not 0.0 <= config.client_momentum < 1.0:
-    raise UsageError('client_momentum', 'must lie in [0, 1), got '
-                     f'{config.client_momentum}.')
-  if config.alpha is not None and not config.alpha > 0:
-    raise UsageError('alpha', f'must be > 0, got {config.alpha}.')
-  if not 0.0 < config.val_fraction < 1.0:
-    raise UsageError('val_fraction', 'must lie in (0, 1), got '
-                     f'{config.val_fraction}.')
-  if config.min_val_examples < 1:
-    raise UsageError('min_val_examples', 'must be ≥ 1, got '
-                     f'{config.min_val_examples}.')
-  if not 0.0 < config.test_fraction < 1.0:
-    raise UsageError('test_fraction', 'must lie in (0, 1), got '
-                     f'{config.test_fraction}.')
-  if config.target_accuracy is not None and not (
-      0.0 < config.target_accuracy <= 1.0):
-    raise UsageError('target_accuracy', 'must lie in (0, 1], got '
-                     f'{config.target_accuracy}.')
-  if config.fedprox_mu < 0:
-    raise UsageError('fedprox_mu', f'must be ≥ 0, got {config.fedprox_mu}.')
-  if not config.fedattn_epsilon > 0:
-    raise UsageError('fedattn_epsilon', 'must be > 0, got '
-                     f'{config.fedattn_epsilon}.')
+# ---------------------------------------------------------------------------
+# The configs.
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """The data of a run: the data set, its test split and its clients."""
+
+  dataset: str = datasets.DEFAULT_DATASET
+  partition: str = partition_lib.MIXED_B
+  alpha: Optional[float] = partition_lib.DEFAULT_ALPHA
+  num_clients: int = 10
+  val_fraction: float = 0.1
+  min_val_examples: int = 4
+  test_fraction: float = datasets.DEFAULT_TEST_FRACTION
+  data_seed: int = 0
+
+  def __post_init__(self):
+    _require(bool(self.dataset), 'dataset', 'is empty.')
+    _require(_known_dataset(self.dataset), 'dataset',
+             f'unknown data set {self.dataset!r}; valid names: '
+             f'{", ".join(datasets.dataset_names())}.')
+    _require(self.partition in partition_lib.SCHEMES, 'partition',
+             f'unknown scheme {self.partition!r}; expected one of '
+             f'{", ".join(partition_lib.SCHEMES)}.')
+    _at_least(self.num_clients, 1, 'num_clients')
+    _require(self.alpha is None or self.alpha > 0, 'alpha',
+             f'must be > 0, got {self.alpha}.')
+    _in_open_unit(self.val_fraction, 'val_fraction')
+    _at_least(self.min_val_examples, 1, 'min_val_examples')
+    _in_open_unit(self.test_fraction, 'test_fraction')
+
+
+@dataclasses.dataclass(frozen=True)
+class AlgorithmSettings:
+  """Which algorithm, with which hyper-parameters (→ `AlgorithmConfig`).
+
+  `hgb` holds (field, value) pairs of `client_work.HGBHParams` overriding the
+  HGB mode's defaults (flags --hgb_<field>); `options` the other
+  `AlgorithmConfig` fields given (e.g. client_weight_mix), as (name, value).
+  """
+
+  name: str = 'hgb'
+  local_epochs: int = 1
+  batch_size: int = 16
+  client_learning_rate: float = 0.05
+  server_learning_rate: float = 1.0
+  client_momentum: float = 0.0
+  fedprox_mu: float = 0.01
+  fedattn_epsilon: float = 1.2
+  hgb: tuple[tuple[str, Any], ...] = ()
+  options: tuple[tuple[str, Any], ...] = ()
+
+  def __post_init__(self):
+    _require(bool(self.name) and algorithms.is_known(self.name), 'algorithm',
+             f'unknown algorithm {self.name!r}; expected one of '
+             f'{algorithms.describe_names()}.')
+    _at_least(self.local_epochs, 1, 'local_epochs')
+    _at_least(self.batch_size, 1, 'batch_size')
+    for field in ('client_learning_rate', 'server_learning_rate'):
+      value = getattr(self, field)
+      _require(math.isfinite(value) and value > 0, field,
+               f'must be > 0, got {value}.')
+    _require(0.0 <= self.client_momentum < 1.0, 'client_momentum',
+             f'must lie in [0, 1), got {self.client_momentum}.')
+    _require(self.fedprox_mu >= 0, 'fedprox_mu',
+             f'must be ≥ 0, got {self.fedprox_mu}.')
+    _require(self.fedattn_epsilon > 0, 'fedattn_epsilon',
+             f'must be > 0, got {self.fedattn_epsilon}.')
+    self._check_options()
+    self._check_hgb()
+
+  def _check_options(self):
+    extra = extra_algorithm_fields()
+    for field, _ in self.options:
+      _require(field in extra, field, 'is not an algorithm hyper-parameter.')
+    options = dict(self.options)
+    if 'client_weight_mix' in options:
+      _require(0.0 <= options['client_weight_mix'] <= 1.0,
+               'client_weight_mix', 'must lie in [0, 1], got '
+               f'{options["client_weight_mix"]}.')
+    _require(options.get('client_weight_temper', 0.0) >= 0.0,
+             'client_weight_temper',
+             f'must be ≥ 0, got {options.get("client_weight_temper")}.')
+    try:  # AlgorithmConfig checks its own fields (e.g. max_client_share).
+      self.algorithm_config(seed=0)
+    except (TypeError, ValueError) as e:
+      flag = next((f for f, _ in self.options if f in str(e)), 'algorithm')
+      raise UsageError(flag, str(e)) from None
+
+  def _check_hgb(self):
+    known = set(hgb_fields())
+    for field, _ in self.hgb:
+      _require(field in known, f'hgb_{field}',
+               'is not an HGB hyper-parameter.')
+    try:  # HGBHParams checks its own fields.
+      client_work.HGBHParams(local_epochs=self.local_epochs, **dict(self.hgb))
+    except (TypeError, ValueError) as e:
+      flag = next((f'hgb_{f}' for f, _ in self.hgb if f in str(e)), 'hgb')
+      raise UsageError(flag, str(e)) from None
+
+  def algorithm_config(self, seed: int) -> algorithms.AlgorithmConfig:
+    """The registry's AlgorithmConfig of these settings (model seeded too)."""
+    return algorithms.AlgorithmConfig(
+        client_learning_rate=self.client_learning_rate,
+        server_learning_rate=self.server_learning_rate,
+        client_momentum=self.client_momentum,
+        local_epochs=self.local_epochs,
+        batch_size=self.batch_size,
+        seed=seed,
+        model=models.ModelConfig(seed=seed),
+        fedprox_mu=self.fedprox_mu,
+        fedattn_epsilon=self.fedattn_epsilon,
+        hgb_overrides=tuple(sorted(self.hgb)),
+        **dict(self.options))
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """How a run goes: rounds, sampling, seed, evaluation, tuning, its files.
+
+  `clients_per_round=0` means every client takes part in every round.
+  """
+
+  rounds: int = 30
+  clients_per_round: int = 0
+  seed: int = 0
+  target_accuracy: Optional[float] = 0.7
+  eval_every: int = 1
+  checkpoint_every: int = 5
+  output_dir: Optional[str] = None
+  resume: bool = False
+  tune: str = ''
+  tune_rounds: int = 0
+  tune_val_fraction: float = 0.2
+  progress: bool = True
+
+  def __post_init__(self):
+    for field in ('rounds', 'eval_every', 'checkpoint_every'):
+      _at_least(getattr(self, field), 1, field)
+    _require(self.clients_per_round >= 0, 'clients_per_round',
+             'must be ≥ 0 (0 = all clients), got '
+             f'{self.clients_per_round}.')
+    _require(self.target_accuracy is None or
+             0.0 < self.target_accuracy <= 1.0, 'target_accuracy',
+             f'must lie in (0, 1], got {self.target_accuracy}.')
+    _at_least(self.tune_rounds, 0, 'tune_rounds')
+    _in_open_unit(self.tune_val_fraction, 'tune_val_fraction')
+    parse_tune(self.tune)
+    _require(not self.tune or self.effective_tune_rounds >= TUNE_EVALUATIONS,
+             'tune_rounds', f'tuning needs ≥ {TUNE_EVALUATIONS} rounds.')
+
+  @property
+  def effective_tune_rounds(self) -> int:
+    return self.tune_rounds or self.rounds
+
+
+# The flat form (flags.json, flag names) in the flags' order: name → (part of
+# ExperimentConfig, field of that part).
+_FLAT = {}
+for _part, _names in (
+    ('algorithm', ('algorithm',)),
+    ('data', ('dataset', 'partition', 'alpha', 'num_clients')),
+    ('run', ('clients_per_round', 'rounds')),
+    ('algorithm', ('local_epochs', 'batch_size', 'client_learning_rate',
+                   'server_learning_rate', 'client_momentum', 'fedprox_mu',
+                   'fedattn_epsilon', 'hgb', 'algorithm_options')),
+    ('data', ('val_fraction', 'min_val_examples', 'test_fraction',
+              'data_seed')),
+    ('run', ('seed', 'target_accuracy', 'eval_every', 'checkpoint_every',
+             'output_dir', 'resume', 'tune', 'tune_rounds',
+             'tune_val_fraction', 'progress'))):
+  for _name in _names:
+    _FLAT[_name] = (_part, {'algorithm': 'name', 'algorithm_options':
+                            'options'}.get(_name, _name))
+_PAIRS = ('hgb', 'algorithm_options')  # (name, value) tuples; dicts when flat.
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+  """Everything a run depends on: its data, its algorithm and how it runs."""
+
+  data: DataConfig = DataConfig()
+  algorithm: AlgorithmSettings = AlgorithmSettings()
+  run: RunConfig = RunConfig()
+
+  def __post_init__(self):
+    if self.data.partition != partition_lib.NATURAL:
+      _require(self.run.clients_per_round <= self.data.num_clients,
+               'clients_per_round', f'{self.run.clients_per_round} > '
+               f'--num_clients={self.data.num_clients}.')
+    if self.run.tune:
+      untuned = self.replace(tune='')
+      for values in tune_candidates(self.run.tune):
+        try:
+          with_values(untuned, values)
+        except UsageError as e:
+          raise UsageError('tune', f'value {values} is invalid: {e}') from None
+
+  def algorithm_config(self) -> algorithms.AlgorithmConfig:
+    return self.algorithm.algorithm_config(seed=self.run.seed)
+
+  def to_dict(self) -> dict[str, Any]:
+    """The flat form: {flag name: value}, hgb/algorithm_options as dicts."""
+    values = {}
+    for name, (part, field) in _FLAT.items():
+      value = getattr(getattr(self, part), field)
+      values[name] = dict(value) if name in _PAIRS else value
+    return values
+
+  @classmethod
+  def from_dict(cls, values: Mapping[str, Any]) -> 'ExperimentConfig':
+    """From the flat form (unknown keys, e.g. a comparison's, are ignored)."""
+    return cls().replace(**{k: v for k, v in values.items() if k in _FLAT})
+
+  def replace(self, **values: Any) -> 'ExperimentConfig':
+    """This config with flat fields (flag names) replaced; checked anew."""
+    parts = {'data': {}, 'algorithm': {}, 'run': {}}
+    for name, value in values.items():
+      if name not in _FLAT:
+        raise TypeError(f'ExperimentConfig has no field {name!r}.')
+      if name in _PAIRS:
+        value = tuple(sorted(dict(value or {}).items()))
+      part, field = _FLAT[name]
+      parts[part][field] = value
+    return ExperimentConfig(**{
+        part: dataclasses.replace(getattr(self, part), **fields)
+        if fields else getattr(self, part) for part, fields in parts.items()})
+
+
+def with_values(config: ExperimentConfig, values: Mapping[str, Any]
+                ) -> ExperimentConfig:
+  """`config` with tuned values applied (hgb_<field> goes into its hgb)."""
+  if not values:
+    return config
+  plain = {}
+  hgb = dict(config.algorithm.hgb)
+  options = dict(config.algorithm.options)
   extra = extra_algorithm_fields()
-  for field, _ in config.algorithm_options:
-    if field not in extra:
-      raise UsageError(field, 'is not an algorithm hyper-parameter.')
-  options = dict(config.algorithm_options)
-  if 'client_weight_mix' in options and not (
-      0.0 <= options['client_weight_mix'] <= 1.0):
-    raise UsageError('client_weight_mix', 'must lie in [0, 1], got '
-                     f'{options["client_weight_mix"]}.')
-  if options.get('client_weight_temper', 0.0) < 0.0:
-    raise UsageError('client_weight_temper', 'must be ≥ 0, got '
-                     f'{options["client_weight_temper"]}.')
-  try:
-    algorithm_config(config)
-  except (TypeError, ValueError) as e:
-    flag = next((f for f, _ in config.algorithm_options if f in str(e)),
-                'algorithm')
-    raise UsageError(flag, str(e)) from None
-  known_hgb = set(hgb_fields())
-  for field, _ in config.hgb:
-    if field not in known_hgb:
-      raise UsageError(f'hgb_{field}', 'is not an HGB hyper-parameter.')
-  try:
-    client_work.HGBHParams(local_epochs=config.local_epochs, **dict(config.hgb))
-  except (TypeError, ValueError) as e:
-    flag = next((f'hgb_{f}' for f, _ in config.hgb if f in str(e)), 'hgb')
-    raise UsageError(flag, str(e)) from None
-  if config.tune_rounds < 0:
-    raise UsageError('tune_rounds', f'must be ≥ 0, got {config.tune_rounds}.')
-  if not 0.0 < config.tune_val_fraction < 1.0:
-    raise UsageError('tune_val_fraction', 'must lie in (0, 1), got '
-                     f'{config.tune_val_fraction}.')
-  if config.tune and config.effective_tune_rounds < TUNE_EVALUATIONS:
-    raise UsageError('tune_rounds', f'tuning needs ≥ {TUNE_EVALUATIONS} '
-                     'rounds.')
-  for values in tune_candidates(config.tune):
-    try:
-      tuned = with_values(config, values)
-      validate(dataclasses.replace(tuned, tune=''), needs_output_dir=False)
-    except UsageError as e:
-      raise UsageError('tune', f'value {values} is invalid: {e}') from None
-  if needs_output_dir and not config.output_dir:
-    raise UsageError('output_dir', 'is required.')
+  for name, value in values.items():
+    if name.startswith('hgb_') and name[4:] in hgb_fields():
+      hgb[name[4:]] = value
+    elif name in extra:
+      options[name] = value
+    else:
+      plain[name] = value
+  return config.replace(hgb=hgb, algorithm_options=options, **plain)
 
 
-def algorithm_config(config: ExperimentConfig) -> algorithms.AlgorithmConfig:
-  return algorithms.AlgorithmConfig(
-      client_learning_rate=config.client_learning_rate,
-      server_learning_rate=config.server_learning_rate,
-      client_momentum=config.client_momentum,
-      local_epochs=config.local_epochs,
-      batch_size=config.batch_size,
-      seed=config.seed,
-      model=models.ModelConfig(seed=config.seed),
-      fedprox_mu=config.fedprox_mu,
-      fedattn_epsilon=config.fedattn_epsilon,
-      hgb_overrides=tuple(sorted(config.hgb)),
-      **dict(config.algorithm_options))
+def validate(config: ExperimentConfig) -> None:
+  """What a run needs beyond a valid config: a directory for its results."""
+  _require(bool(config.run.output_dir), 'output_dir', 'is required.')

@@ -158,9 +158,9 @@ def train(config: config_lib.ExperimentConfig, data: caches.ExperimentData,
       '<data.evaluation_prefix>/<head>/accuracy|loss'.
     algorithm: a built algorithm for `data.federated_data`.
     writer: writes metrics.csv/TensorBoard and holds state/ (checkpoints) when
-      given; with `config.resume` the newest checkpoint in it is continued.
+      given; with `config.run.resume` the newest checkpoint in it is continued.
     eval_rounds: round → whether to evaluate; default every
-      `config.eval_every` rounds and the last round.
+      `config.run.eval_every` rounds and the last round.
     desc: progress-bar label.
   """
   process = algorithm.process
@@ -168,14 +168,15 @@ def train(config: config_lib.ExperimentConfig, data: caches.ExperimentData,
   # comparison builds; the models of earlier runs are not used any more.
   tf.keras.backend.clear_session()
   if eval_rounds is None:
-    eval_rounds = lambda r: r % config.eval_every == 0 or r == config.rounds
+    eval_rounds = lambda r: (r % config.run.eval_every == 0 or
+                             r == config.run.rounds)
   state, start = None, 0
   manager = None
   if writer is not None:
     state_dir = writer.path(results.STATE_DIR)
     manager = tff.program.FileProgramStateManager(
         state_dir, keep_total=KEEP_STATES, keep_first=False)
-    if config.resume:
+    if config.run.resume:
       state, start = _load_state(manager, algorithm)
     _remove_states_after(state_dir, start)
     writer.truncate(start)
@@ -183,13 +184,14 @@ def train(config: config_lib.ExperimentConfig, data: caches.ExperimentData,
     state = caches.initial_state(algorithm, config)
   rows = list(writer.rows) if writer is not None else []
   keras_model = algorithm.keras_model_fn()
-  progress = _Progress(config.progress, config.rounds, start, desc)
+  progress = _Progress(config.run.progress, config.run.rounds, start, desc)
   best = max((r.get(f'{data.evaluation_prefix}/{FUSION}/accuracy') or 0.0
               for r in rows), default=0.0)
   try:
-    for round_num in range(start + 1, config.rounds + 1):
-      clients = sample_clients(algorithm.client_ids, config.clients_per_round,
-                               config.seed, round_num)
+    for round_num in range(start + 1, config.run.rounds + 1):
+      clients = sample_clients(algorithm.client_ids,
+                               config.run.clients_per_round, config.run.seed,
+                               round_num)
       round_data = [algorithm.client_data(c, round_num) for c in clients]
       started = time.perf_counter()
       output = process.next(state, round_data)
@@ -218,8 +220,8 @@ def train(config: config_lib.ExperimentConfig, data: caches.ExperimentData,
       rows.append(row)
       if writer is not None:
         writer.append(row)
-        if (round_num % config.checkpoint_every == 0 or
-            round_num == config.rounds):
+        if (round_num % config.run.checkpoint_every == 0 or
+            round_num == config.run.rounds):
           _run_coroutine(manager.save(
               collections.OrderedDict(state=state, round_num=round_num),
               round_num))
@@ -232,7 +234,7 @@ def train(config: config_lib.ExperimentConfig, data: caches.ExperimentData,
 def missing_modality_accuracy(algorithm: algorithms.Algorithm, state,
                               test: dataset_lib.MultiModalDataset
                               ) -> dict[str, float]:
-  """Test fusion accuracy with each modality dropped in turn (≥ 2 modalities)."""
+  """Test fusion accuracy with each modality dropped in turn (≥ 2 of them)."""
   names = [m.name for m in algorithm.federated_data.modalities]
   if len(names) < 2:
     return {}

@@ -5,7 +5,6 @@ need, running them resumably, and RESULTS.md beside the paper's numbers.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import os
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -80,7 +79,8 @@ def paper_plan(tables: Sequence[int], modalities: Sequence[str]
   return plan
 
 
-def run_paper_tables(base: config_lib.ExperimentConfig, *, tables: Sequence[int],
+def run_paper_tables(base: config_lib.ExperimentConfig, *,
+                     tables: Sequence[int],
                      seeds: Sequence[int], output_dir: str,
                      log: Callable[[str], None] = print) -> dict[str, Any]:
   """Runs (or reuses) every comparison the tables need; writes RESULTS.md.
@@ -103,10 +103,10 @@ def run_paper_tables(base: config_lib.ExperimentConfig, *, tables: Sequence[int]
   for scheme, names in plan.items():
     log(f'== {scheme}: {", ".join(names)}')
     comparison = comparison_lib.ComparisonConfig(
-        base=dataclasses.replace(base, partition=scheme, resume=True,
+        base=base.replace(partition=scheme, resume=True,
                                  output_dir=os.path.join(output_dir, scheme)),
         algorithms=tuple(names), seeds=tuple(seeds),
-        title=f'{base.dataset} / {scheme}')
+        title=f'{base.data.dataset} / {scheme}')
     settings[scheme] = comparison_lib.run_comparison(
         comparison, output_dir=os.path.join(output_dir, scheme), resume=True,
         data_cache=data_cache, log=log)
@@ -123,15 +123,16 @@ def run_paper_tables(base: config_lib.ExperimentConfig, *, tables: Sequence[int]
           learning_rates=reference.client_learning_rate_grid(base), log=log)
   markdown = paper_tables_markdown(
       settings, central, tables=tables, modalities=modalities,
-      notes=[f'{base.dataset}: {base.num_clients} clients, {base.rounds} '
-             f'rounds, local epochs {base.local_epochs}, batch '
-             f'{base.batch_size}, α = {base.alpha}, seeds '
+      notes=[f'{base.data.dataset}: {base.data.num_clients} clients, '
+             f'{base.run.rounds} rounds, local epochs '
+             f'{base.algorithm.local_epochs}, batch '
+             f'{base.algorithm.batch_size}, α = {base.data.alpha}, seeds '
              f'{list(seeds)}; target accuracy '
-             f'{100 * (base.target_accuracy or 0):.0f}%.',
+             f'{100 * (base.run.target_accuracy or 0):.0f}%.',
              ('client learning rate tuned per algorithm and setting '
-              f'({base.tune}) on data held out of the training pool.'
-              if base.tune else 'No tuning (client learning rate '
-              f'{base.client_learning_rate}).'),
+              f'({base.run.tune}) on data held out of the training pool.'
+              if base.run.tune else 'No tuning (client learning rate '
+              f'{base.algorithm.client_learning_rate}).'),
              f'Wall time of this invocation: '
              f'{(time.perf_counter() - started) / 60:.1f} min (finished runs '
              'are reused).'])

@@ -20,7 +20,8 @@ from tff_hgb.experiment import loop
 from tff_hgb.experiment import results
 
 
-def best_unimodal(config: config_lib.ExperimentConfig, data_cache: caches.DataCache, *,
+def best_unimodal(config: config_lib.ExperimentConfig,
+                  data_cache: caches.DataCache, *,
                   epochs: int = 10, path: Optional[str] = None
                   ) -> tuple[str, dict[str, float]]:
   """'uni:<m>' for the modality that is best on its own, chosen centrally.
@@ -35,14 +36,15 @@ def best_unimodal(config: config_lib.ExperimentConfig, data_cache: caches.DataCa
     return record['algorithm'], record['validation_accuracy']
   train_pool, _ = data_cache.load(config)
   fit, holdout = datasets.hold_out_test(train_pool, test_fraction=0.2,
-                                        seed=config.data_seed + 104729)
+                                        seed=config.data.data_seed + 104729)
   scores = {}
   for name in train_pool.modality_names:
     outcome = centralized.train_centralized(
         fit.with_modalities([name]), holdout.with_modalities([name]),
-        model_config=models.ModelConfig(seed=config.data_seed),
-        epochs=epochs, batch_size=config.batch_size,
-        learning_rate=config.client_learning_rate, seed=config.data_seed,
+        model_config=models.ModelConfig(seed=config.data.data_seed),
+        epochs=epochs, batch_size=config.algorithm.batch_size,
+        learning_rate=config.algorithm.client_learning_rate,
+        seed=config.data.data_seed,
         eval_every=epochs)
     scores[name] = float(outcome.final_accuracy)
   best = max(scores, key=lambda m: (scores[m], -list(scores).index(m)))
@@ -61,16 +63,16 @@ def _centralized_run(train_pool, test, config, seed,
   started = time.perf_counter()
   outcome = centralized.train_centralized(
       train_pool, test, model_config=models.ModelConfig(seed=seed),
-      epochs=epochs, batch_size=config.batch_size,
-      learning_rate=learning_rate, seed=seed, eval_every=config.eval_every)
+      epochs=epochs, batch_size=config.algorithm.batch_size,
+      learning_rate=learning_rate, seed=seed, eval_every=config.run.eval_every)
   history = list(outcome.history or [])
   curve = [(int(h['epoch']), float(h[f'test/{loop.FUSION}/accuracy']))
            for h in history if f'test/{loop.FUSION}/accuracy' in h]
   validation = [float(h[f'val/{loop.FUSION}/accuracy']) for h in history
                 if f'val/{loop.FUSION}/accuracy' in h]
   epochs_to_target = next((e for e, a in curve
-                           if config.target_accuracy is not None and
-                           a >= config.target_accuracy), None)
+                           if config.run.target_accuracy is not None and
+                           a >= config.run.target_accuracy), None)
   return {'algorithm': 'centralized', 'seed': seed,
           'modalities': train_pool.modality_names,
           'epochs': epochs,
@@ -81,13 +83,15 @@ def _centralized_run(train_pool, test, config, seed,
           # Selection score: mean validation fusion accuracy of the last
           # evaluations (validation = tff_hgb.centralized's split of the
           # training pool).
-          'validation_score': (float(np.mean(validation[-config_lib.TUNE_EVALUATIONS:]))
-                               if validation else None),
+          'validation_score': (
+              float(np.mean(validation[-config_lib.TUNE_EVALUATIONS:]))
+              if validation else None),
           'seconds': time.perf_counter() - started,
           'curve': curve}
 
 
-def centralized_reference(config: config_lib.ExperimentConfig, seeds: Sequence[int], *,
+def centralized_reference(config: config_lib.ExperimentConfig,
+                          seeds: Sequence[int], *,
                           output_dir: str, data_cache: caches.DataCache,
                           modalities: Optional[Sequence[str]] = None,
                           resume: bool = True,
@@ -110,8 +114,9 @@ def centralized_reference(config: config_lib.ExperimentConfig, seeds: Sequence[i
   if modalities:
     train_pool = train_pool.with_modalities(list(modalities))
     test = test.with_modalities(list(modalities))
-  epochs = config.rounds * config.local_epochs
-  learning_rates = list(learning_rates) or [config.client_learning_rate]
+  epochs = config.run.rounds * config.algorithm.local_epochs
+  learning_rates = (list(learning_rates) or
+                    [config.algorithm.client_learning_rate])
   tuning_path = os.path.join(output_dir, results.TUNING_JSON)
   chosen = learning_rates[0]
   reusable = {}
@@ -166,9 +171,10 @@ def centralized_reference(config: config_lib.ExperimentConfig, seeds: Sequence[i
           'modalities': train_pool.modality_names}
 
 
-def client_learning_rate_grid(config: config_lib.ExperimentConfig) -> list[float]:
+def client_learning_rate_grid(config: config_lib.ExperimentConfig
+                              ) -> list[float]:
   """The client learning rates --tune tries ([] when it tunes none)."""
-  for name, values in config_lib.parse_tune(config.tune):
+  for name, values in config_lib.parse_tune(config.run.tune):
     if name == 'client_learning_rate':
       return list(values)
   return []

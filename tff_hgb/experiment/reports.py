@@ -36,14 +36,16 @@ def accuracy_curve(rows: Sequence[Mapping[str, Any]],
 
 def summarize_rows(rows: Sequence[Mapping[str, Any]], *,
                    target_accuracy: Optional[float],
-                   column: str = results.TEST_FUSION_ACCURACY) -> dict[str, Any]:
+                   column: str = results.TEST_FUSION_ACCURACY
+                   ) -> dict[str, Any]:
   """final/best accuracy, rounds to target and per-round medians of a run.
 
   final_accuracy is the value at the last evaluated round; rounds_to_target the
   first evaluated round whose accuracy is ≥ target_accuracy (None if never).
   """
   rounds, values = accuracy_curve(rows, column)
-  seconds = [float(r[results.SECONDS]) for r in rows if _finite(r.get(results.SECONDS))]
+  seconds = [float(r[results.SECONDS]) for r in rows
+             if _finite(r.get(results.SECONDS))]
   summary = {
       'rounds_completed': max((int(r[results.ROUND]) for r in rows), default=0),
       'final_accuracy': values[-1] if values else None,
@@ -95,7 +97,8 @@ def aggregate(runs: Mapping[str, Sequence[Mapping[str, Any]]],
   table = {}
   for name, summaries in runs.items():
     summaries = list(summaries)
-    final_mean, final_std = _mean_std(s.get('final_accuracy') for s in summaries)
+    final_mean, final_std = _mean_std(s.get('final_accuracy')
+                                      for s in summaries)
     best_mean, best_std = _mean_std(s.get('best_accuracy') for s in summaries)
     reached = [s['rounds_to_target'] for s in summaries
                if s.get('rounds_to_target') is not None]

@@ -276,8 +276,8 @@ def check_output_dir(output_dir: str, flags: Mapping[str, Any], *,
   while not os.path.exists(existing) and os.path.dirname(existing) != existing:
     existing = os.path.dirname(existing)
   if not os.path.isdir(existing):
-    raise config_lib.UsageError('output_dir', f'cannot create {output_dir}: {existing} '
-                     'is a file.')
+    raise config_lib.UsageError(
+        'output_dir', f'cannot create {output_dir}: {existing} is a file.')
   if not os.access(existing, os.W_OK | os.X_OK):
     raise config_lib.UsageError('output_dir', f'{existing} is not writable.')
   markers = [n for n in (FLAGS_JSON, METRICS_CSV,
@@ -286,9 +286,9 @@ def check_output_dir(output_dir: str, flags: Mapping[str, Any], *,
   if not markers:
     return
   if not resume:
-    raise config_lib.UsageError('output_dir', f'{output_dir} already holds a run '
-                     f'({markers[0]}); pass --resume to continue it or '
-                     'choose another directory.')
+    raise config_lib.UsageError(
+        'output_dir', f'{output_dir} already holds a run ({markers[0]}); pass '
+        '--resume to continue it or choose another directory.')
   path = os.path.join(output_dir, FLAGS_JSON)
   if not os.path.exists(path):
     return
@@ -301,12 +301,15 @@ def check_output_dir(output_dir: str, flags: Mapping[str, Any], *,
                   if k not in ignore and stored.get(k) != current.get(k))
   if differ:
     k = differ[0]
-    raise config_lib.UsageError('resume', f'{output_dir} holds a run with other settings '
-                     f'({k}={stored.get(k)!r}, now {current.get(k)!r}); use '
-                     'the same flags or another --output_dir.')
+    raise config_lib.UsageError(
+        'resume', f'{output_dir} holds a run with other settings '
+        f'({k}={stored.get(k)!r}, now {current.get(k)!r}); use the same '
+        'flags or another --output_dir.')
 
 
-def run_is_complete(output_dir: str, config: config_lib.ExperimentConfig) -> bool:
+def run_is_complete(output_dir: str, config: config_lib.ExperimentConfig
+                    ) -> bool:
+  """Whether output_dir holds the finished summary of `config`'s rounds."""
   path = os.path.join(output_dir, SUMMARY_JSON)
   if not os.path.exists(path):
     return False
@@ -314,4 +317,4 @@ def run_is_complete(output_dir: str, config: config_lib.ExperimentConfig) -> boo
     summary = read_json(path)
   except ValueError:
     return False
-  return summary.get('rounds_completed') == config.rounds
+  return summary.get('rounds_completed') == config.run.rounds

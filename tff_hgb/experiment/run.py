@@ -21,11 +21,11 @@ def run_experiment(config: config_lib.ExperimentConfig, *,
                    tuned: Optional[Mapping[str, Any]] = None,
                    tuning_record: Optional[Mapping[str, Any]] = None,
                    skip_complete: bool = False) -> dict[str, Any]:
-  """One configuration end to end; writes config.output_dir; returns summary.
+  """One configuration end to end into config.run.output_dir; its summary.
 
   Args:
     config: a valid run (`config.validate` passed: the binaries check their
-      flags once, up front); with config.tune, tune first, then train at the
+      flags once, up front); with config.run.tune, tune first, then train at the
       best value.
     data_cache: the caller's data (a binary loads it before the run, a
       comparison shares it across runs), so nothing is loaded twice.
@@ -33,7 +33,7 @@ def run_experiment(config: config_lib.ExperimentConfig, *,
     tuned: values chosen by an earlier tuning (a comparison tunes once per
       algorithm); applied to config and recorded in the summary.
     tuning_record: that tuning's record, copied to this run's tuning.json.
-    skip_complete: with config.resume, return the stored summary of a run
+    skip_complete: with config.run.resume, return the stored summary of a run
       that already finished instead of re-evaluating it.
 
   Raises:
@@ -41,44 +41,44 @@ def run_experiment(config: config_lib.ExperimentConfig, *,
       run (one line, names the flag).
   """
   flags = config.to_dict()
-  results.check_output_dir(config.output_dir, flags, resume=config.resume)
-  if skip_complete and config.resume and results.run_is_complete(config.output_dir,
-                                                         config):
-    return results.read_json(os.path.join(config.output_dir,
-                                          results.SUMMARY_JSON))
+  output_dir = config.run.output_dir
+  results.check_output_dir(output_dir, flags, resume=config.run.resume)
+  if skip_complete and config.run.resume and results.run_is_complete(
+      output_dir, config):
+    return results.read_json(os.path.join(output_dir, results.SUMMARY_JSON))
   data_cache = data_cache or caches.DataCache()
   algorithm_cache = algorithm_cache or caches.AlgorithmCache()
   data = data_cache.get(config)
   caches.check_algorithm(config, data)
-  writer = results.RunWriter(config.output_dir)
+  writer = results.RunWriter(config.run.output_dir)
   try:
     writer.write_json(results.FLAGS_JSON, flags)
     writer.write_text(results.PARTITION_TXT,
                       data.partition.report(data.train_pool) + '\n')
     writer.write_text(results.PARTITION_JSON, data.partition.to_json())
-    if config.tune and tuned is None:
+    if config.run.tune and tuned is None:
       tuning_record = tuning.tune(config,
                            tuning_path=writer.path(results.TUNING_JSON),
                            data_cache=data_cache,
                            algorithm_cache=algorithm_cache,
-                           resume=config.resume)
+                           resume=config.run.resume)
       tuned = tuning_record['chosen']
     elif tuning_record is not None:
       writer.write_json(results.TUNING_JSON, tuning_record)
     run_config = config_lib.with_values(config, tuned or {})
     algorithm = algorithm_cache.get(run_config, data)
     state, rows = loop.train(run_config, data, algorithm, writer=writer,
-                        desc=f'{config.algorithm} seed {config.seed}')
+                        desc=f'{config.algorithm.name} seed {config.run.seed}')
     summary = {
-        'algorithm': config.algorithm,
-        'dataset': config.dataset,
-        'partition': config.partition,
-        'seed': config.seed,
+        'algorithm': config.algorithm.name,
+        'dataset': config.data.dataset,
+        'partition': config.data.partition,
+        'seed': config.run.seed,
         'num_clients': len(algorithm.client_ids),
-        'target_accuracy': config.target_accuracy,
+        'target_accuracy': config.run.target_accuracy,
     }
     summary.update(reports.summarize_rows(
-        rows, target_accuracy=config.target_accuracy))
+        rows, target_accuracy=config.run.target_accuracy))
     if rows and results.TEST_FUSION_ACCURACY in rows[-1]:
       summary['final_head_accuracy'] = {
           k.split('/')[1]: v for k, v in rows[-1].items()
@@ -87,8 +87,8 @@ def run_experiment(config: config_lib.ExperimentConfig, *,
         algorithm, state, data.evaluation_set)
     summary['tuned'] = dict(tuned or {})
     summary['learning_rates'] = {
-        'client': run_config.client_learning_rate,
-        'server': run_config.server_learning_rate}
+        'client': run_config.algorithm.client_learning_rate,
+        'server': run_config.algorithm.server_learning_rate}
     writer.write_json(results.SUMMARY_JSON, summary)
   finally:
     writer.close()

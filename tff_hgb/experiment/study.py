@@ -166,11 +166,9 @@ def setting_config(setting: Setting, method: Method, *, output_dir: str,
   if quick:
     values.update(rounds=3, tune_rounds=3, num_clients=4, eval_every=1,
                   tune='client_learning_rate:0.1,0.4')
-  return config_lib.ExperimentConfig(
-      algorithm=method.algorithm,
-      hgb=tuple(sorted(method.hgb.items())),
-      algorithm_options=tuple(sorted(method.options.items())),
-      output_dir=output_dir, resume=True, **values)
+  return config_lib.ExperimentConfig.from_dict(dict(
+      values, algorithm=method.algorithm, hgb=method.hgb,
+      algorithm_options=method.options, output_dir=output_dir, resume=True))
 
 
 # ---------------------------------------------------------------------------
@@ -198,7 +196,6 @@ def select_default(output_dir: str, *, settings: Sequence[Setting] = SETTINGS,
         continue
       config = setting_config(setting, candidate, output_dir=None,
                               quick=quick)
-      config_lib.validate(config, needs_output_dir=False)
       record = tuning.tune(
           config, tuning_path=os.path.join(output_dir, 'selection',
                                            setting.name, candidate.label,
@@ -302,7 +299,7 @@ def run_study(output_dir: str, *, seeds: Sequence[int],
       else:
         selected_path = os.path.join(output_dir, 'selection', setting.name,
                                      chosen.label, results.TUNING_JSON)
-        if (method.label == 'hgb' and base.tune and
+        if (method.label == 'hgb' and base.run.tune and
             os.path.exists(selected_path) and not os.path.exists(tuning_path)):
           # The chosen candidate was tuned on this setting already (same
           # configuration, grid, rounds and seed): reuse rather than redo.
@@ -313,7 +310,6 @@ def run_study(output_dir: str, *, seeds: Sequence[int],
         comparison = comparison_lib.ComparisonConfig(
             base=base, algorithms=(method.algorithm,), seeds=tuple(seeds),
             title=f'{setting.name} / {method.label}')
-        comparison_lib.validate_comparison(comparison)
         comparison_lib.run_comparison(comparison, output_dir=method_dir,
                                       resume=True, data_cache=data_cache,
                                       log=log)
