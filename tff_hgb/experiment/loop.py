@@ -170,18 +170,7 @@ def train(config: config_lib.ExperimentConfig, data: caches.ExperimentData,
   if eval_rounds is None:
     eval_rounds = lambda r: (r % config.run.eval_every == 0 or
                              r == config.run.rounds)
-  state, start = None, 0
-  manager = None
-  if writer is not None:
-    state_dir = writer.path(results.STATE_DIR)
-    manager = tff.program.FileProgramStateManager(
-        state_dir, keep_total=KEEP_STATES, keep_first=False)
-    if config.run.resume:
-      state, start = _load_state(manager, algorithm)
-    _remove_states_after(state_dir, start)
-    writer.truncate(start)
-  if state is None:
-    state = caches.initial_state(algorithm, config)
+  state, start, manager = _start(config, algorithm, writer)
   rows = list(writer.rows) if writer is not None else []
   keras_model = algorithm.keras_model_fn()
   progress = _Progress(config.run.progress, config.run.rounds, start, desc)
@@ -202,13 +191,7 @@ def train(config: config_lib.ExperimentConfig, data: caches.ExperimentData,
       row.update(flatten_process_metrics(output.metrics))
       postfix = collections.OrderedDict()
       if eval_rounds(round_num):
-        started = time.perf_counter()
-        evaluated = evaluation.evaluate(keras_model,
-                                        process.get_model_weights(state),
-                                        data.evaluation_set)
-        row['eval_seconds'] = time.perf_counter() - started
-        for key, value in evaluated.items():
-          row[f'{data.evaluation_prefix}/{key}'] = float(value)
+        row.update(_evaluate(keras_model, process, state, data))
         accuracy = row[f'{data.evaluation_prefix}/{FUSION}/accuracy']
         if math.isfinite(accuracy):
           best = max(best, accuracy)
@@ -229,6 +212,42 @@ def train(config: config_lib.ExperimentConfig, data: caches.ExperimentData,
   finally:
     progress.close()
   return state, rows
+
+
+def _start(config: config_lib.ExperimentConfig,
+           algorithm: algorithms.Algorithm,
+           writer: Optional[results.RunWriter]):
+  """(state, rounds done, checkpoint manager or None) a run starts from.
+
+  With a writer, the newest readable checkpoint when resuming (the rows and
+  states after it are dropped, so those rounds are redone); else, or when
+  there is none, the initial state.
+  """
+  state, start, manager = None, 0, None
+  if writer is not None:
+    state_dir = writer.path(results.STATE_DIR)
+    manager = tff.program.FileProgramStateManager(
+        state_dir, keep_total=KEEP_STATES, keep_first=False)
+    if config.run.resume:
+      state, start = _load_state(manager, algorithm)
+    _remove_states_after(state_dir, start)
+    writer.truncate(start)
+  if state is None:
+    state = caches.initial_state(algorithm, config)
+  return state, start, manager
+
+
+def _evaluate(keras_model, process, state, data: caches.ExperimentData
+              ) -> dict[str, float]:
+  """The row's evaluation columns: eval_seconds, <prefix>/<head>/<metric>."""
+  started = time.perf_counter()
+  evaluated = evaluation.evaluate(keras_model,
+                                  process.get_model_weights(state),
+                                  data.evaluation_set)
+  columns = {'eval_seconds': time.perf_counter() - started}
+  for key, value in evaluated.items():
+    columns[f'{data.evaluation_prefix}/{key}'] = float(value)
+  return columns
 
 
 def missing_modality_accuracy(algorithm: algorithms.Algorithm, state,

@@ -117,30 +117,13 @@ def centralized_reference(config: config_lib.ExperimentConfig,
   epochs = config.run.rounds * config.algorithm.local_epochs
   learning_rates = (list(learning_rates) or
                     [config.algorithm.client_learning_rate])
-  tuning_path = os.path.join(output_dir, results.TUNING_JSON)
   chosen = learning_rates[0]
   reusable = {}
   if len(learning_rates) > 1:
-    record = (results.read_json(tuning_path)
-              if resume and os.path.exists(tuning_path) else None)
-    if record and record.get('learning_rates') == learning_rates and (
-        record.get('seed') == seeds[0] and record.get('epochs') == epochs):
-      chosen = record['chosen']
-    else:
-      trials = {}
-      for rate in learning_rates:
-        trials[rate] = _centralized_run(train_pool, test,
-                                        config, seeds[0], rate, epochs)
-      scores = {r: (t['validation_score'] if t['validation_score'] is not None
-                    else -1.0) for r, t in trials.items()}
-      chosen = max(learning_rates, key=lambda r: scores[r])
-      reusable[seeds[0]] = trials[chosen]
-      results.atomic_write_json(tuning_path, {
-          'learning_rates': learning_rates, 'seed': seeds[0],
-          'epochs': epochs, 'chosen': chosen,
-          'validation_score': {str(r): scores[r] for r in learning_rates},
-          'validation': 'tff_hgb.centralized validation split of the '
-                        'training pool; the test set is not used'})
+    chosen, reusable = _choose_learning_rate(
+        train_pool, test, config, seeds[0], learning_rates, epochs,
+        tuning_path=os.path.join(output_dir, results.TUNING_JSON),
+        resume=resume)
     log(f'centralized: learning rate {chosen:g} (validation)')
   summaries = []
   for seed in seeds:
@@ -169,6 +152,34 @@ def centralized_reference(config: config_lib.ExperimentConfig,
           'epochs': epochs,
           'learning_rate': chosen,
           'modalities': train_pool.modality_names}
+
+
+def _choose_learning_rate(train_pool, test, config, seed, learning_rates,
+                          epochs, *, tuning_path: str, resume: bool):
+  """(the rate with the best validation score on `seed`, {seed: its run}).
+
+  Reuses the choice stored in `tuning_path` when it was made for the same
+  rates, seed and epochs (then no run is reusable); else writes it there.
+  """
+  record = (results.read_json(tuning_path)
+            if resume and os.path.exists(tuning_path) else None)
+  if record and record.get('learning_rates') == learning_rates and (
+      record.get('seed') == seed and record.get('epochs') == epochs):
+    return record['chosen'], {}
+  trials = {}
+  for rate in learning_rates:
+    trials[rate] = _centralized_run(train_pool, test, config, seed, rate,
+                                    epochs)
+  scores = {r: (t['validation_score'] if t['validation_score'] is not None
+                else -1.0) for r, t in trials.items()}
+  chosen = max(learning_rates, key=lambda r: scores[r])
+  results.atomic_write_json(tuning_path, {
+      'learning_rates': learning_rates, 'seed': seed,
+      'epochs': epochs, 'chosen': chosen,
+      'validation_score': {str(r): scores[r] for r in learning_rates},
+      'validation': 'tff_hgb.centralized validation split of the '
+                    'training pool; the test set is not used'})
+  return chosen, {seed: trials[chosen]}
 
 
 def client_learning_rate_grid(config: config_lib.ExperimentConfig

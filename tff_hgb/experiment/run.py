@@ -50,48 +50,56 @@ def run_experiment(config: config_lib.ExperimentConfig, *,
   algorithm_cache = algorithm_cache or caches.AlgorithmCache()
   data = data_cache.get(config)
   caches.check_algorithm(config, data)
-  writer = results.RunWriter(config.run.output_dir)
+  writer = results.RunWriter(output_dir)
   try:
     writer.write_json(results.FLAGS_JSON, flags)
     writer.write_text(results.PARTITION_TXT,
                       data.partition.report(data.train_pool) + '\n')
     writer.write_text(results.PARTITION_JSON, data.partition.to_json())
     if config.run.tune and tuned is None:
-      tuning_record = tuning.tune(config,
-                           tuning_path=writer.path(results.TUNING_JSON),
-                           data_cache=data_cache,
-                           algorithm_cache=algorithm_cache,
-                           resume=config.run.resume)
+      tuning_record = tuning.tune(
+          config, tuning_path=writer.path(results.TUNING_JSON),
+          data_cache=data_cache, algorithm_cache=algorithm_cache,
+          resume=config.run.resume)
       tuned = tuning_record['chosen']
     elif tuning_record is not None:
       writer.write_json(results.TUNING_JSON, tuning_record)
     run_config = config_lib.with_values(config, tuned or {})
     algorithm = algorithm_cache.get(run_config, data)
-    state, rows = loop.train(run_config, data, algorithm, writer=writer,
-                        desc=f'{config.algorithm.name} seed {config.run.seed}')
-    summary = {
-        'algorithm': config.algorithm.name,
-        'dataset': config.data.dataset,
-        'partition': config.data.partition,
-        'seed': config.run.seed,
-        'num_clients': len(algorithm.client_ids),
-        'target_accuracy': config.run.target_accuracy,
-    }
-    summary.update(reports.summarize_rows(
-        rows, target_accuracy=config.run.target_accuracy))
-    if rows and results.TEST_FUSION_ACCURACY in rows[-1]:
-      summary['final_head_accuracy'] = {
-          k.split('/')[1]: v for k, v in rows[-1].items()
-          if k.startswith(f'{caches.TEST_PREFIX}/') and k.endswith('/accuracy')}
-    summary['missing_modality_accuracy'] = loop.missing_modality_accuracy(
-        algorithm, state, data.evaluation_set)
-    summary['tuned'] = dict(tuned or {})
-    summary['learning_rates'] = {
-        'client': run_config.algorithm.client_learning_rate,
-        'server': run_config.algorithm.server_learning_rate}
+    state, rows = loop.train(
+        run_config, data, algorithm, writer=writer,
+        desc=f'{config.algorithm.name} seed {config.run.seed}')
+    summary = _summary(run_config, data, algorithm, state, rows, tuned)
     writer.write_json(results.SUMMARY_JSON, summary)
   finally:
     writer.close()
+  return summary
+
+
+def _summary(run_config: config_lib.ExperimentConfig,
+             data: caches.ExperimentData, algorithm, state, rows,
+             tuned: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+  """summary.json of a finished run (trained at `run_config`)."""
+  summary = {
+      'algorithm': run_config.algorithm.name,
+      'dataset': run_config.data.dataset,
+      'partition': run_config.data.partition,
+      'seed': run_config.run.seed,
+      'num_clients': len(algorithm.client_ids),
+      'target_accuracy': run_config.run.target_accuracy,
+  }
+  summary.update(reports.summarize_rows(
+      rows, target_accuracy=run_config.run.target_accuracy))
+  if rows and results.TEST_FUSION_ACCURACY in rows[-1]:
+    summary['final_head_accuracy'] = {
+        k.split('/')[1]: v for k, v in rows[-1].items()
+        if k.startswith(f'{caches.TEST_PREFIX}/') and k.endswith('/accuracy')}
+  summary['missing_modality_accuracy'] = loop.missing_modality_accuracy(
+      algorithm, state, data.evaluation_set)
+  summary['tuned'] = dict(tuned or {})
+  summary['learning_rates'] = {
+      'client': run_config.algorithm.client_learning_rate,
+      'server': run_config.algorithm.server_learning_rate}
   return summary
 
 

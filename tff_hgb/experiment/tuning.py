@@ -46,38 +46,12 @@ def tune(config: config_lib.ExperimentConfig, *,
   rounds = config.run.effective_tune_rounds
   record = None
   if resume and tuning_path and os.path.exists(tuning_path):
-    record = results.read_json(tuning_path)
-    if record.get('rounds') != rounds or record.get('seed') != config.run.seed:
-      record = None
-    elif record.get('tune') != config.run.tune:
-      # A changed grid (e.g. widened because the best value sat on an edge)
-      # keeps the finished values it still contains.
-      wanted = {tuple(sorted(v.items())) for v in candidates}
-      record['candidates'] = [
-          c for c in record['candidates']
-          if tuple(sorted(c['values'].items())) in wanted]
-      record['tune'] = config.run.tune
+    record = _stored_record(config, tuning_path, candidates)
   base = config.replace(tune='', resume=False, rounds=rounds,
-                             output_dir=None)
+                        output_dir=None)
   data = data_cache.get(base, for_tuning=True)
   if record is None:
-    record = {
-        'algorithm': config.algorithm.name,
-        'tune': config.run.tune,
-        'rounds': rounds,
-        'seed': config.run.seed,
-        'validation': {
-            'source': 'held out of the training pool before partitioning '
-                      '(stratified by label); the test set is not used',
-            'fraction_of_training_pool': config.run.tune_val_fraction,
-            'examples': len(data.evaluation_set),
-            'training_examples': len(data.train_pool),
-            'score': f'mean validation fusion accuracy over the last '
-                     f'{config_lib.TUNE_EVALUATIONS} rounds',
-        },
-        'candidates': [],
-        'chosen': None,
-    }
+    record = _new_record(config, data)
   done = {tuple(sorted(c['values'].items())): c for c in record['candidates']}
   last = set(range(rounds - config_lib.TUNE_EVALUATIONS + 1, rounds + 1))
   for values in candidates:
@@ -106,3 +80,46 @@ def tune(config: config_lib.ExperimentConfig, *,
   if tuning_path:
     results.atomic_write_json(tuning_path, record)
   return record
+
+
+def _stored_record(config: config_lib.ExperimentConfig, tuning_path: str,
+                   candidates: list[dict[str, Any]]
+                   ) -> Optional[dict[str, Any]]:
+  """The record of an earlier tuning of `config`, or None if it is another's.
+
+  A changed grid (e.g. widened because the best value sat on an edge) keeps
+  the finished values it still contains.
+  """
+  record = results.read_json(tuning_path)
+  if (record.get('rounds') != config.run.effective_tune_rounds or
+      record.get('seed') != config.run.seed):
+    return None
+  if record.get('tune') != config.run.tune:
+    wanted = {tuple(sorted(v.items())) for v in candidates}
+    record['candidates'] = [
+        c for c in record['candidates']
+        if tuple(sorted(c['values'].items())) in wanted]
+    record['tune'] = config.run.tune
+  return record
+
+
+def _new_record(config: config_lib.ExperimentConfig,
+                data: caches.ExperimentData) -> dict[str, Any]:
+  """An empty tuning record describing its validation data."""
+  return {
+      'algorithm': config.algorithm.name,
+      'tune': config.run.tune,
+      'rounds': config.run.effective_tune_rounds,
+      'seed': config.run.seed,
+      'validation': {
+          'source': 'held out of the training pool before partitioning '
+                    '(stratified by label); the test set is not used',
+          'fraction_of_training_pool': config.run.tune_val_fraction,
+          'examples': len(data.evaluation_set),
+          'training_examples': len(data.train_pool),
+          'score': f'mean validation fusion accuracy over the last '
+                   f'{config_lib.TUNE_EVALUATIONS} rounds',
+      },
+      'candidates': [],
+      'chosen': None,
+  }
