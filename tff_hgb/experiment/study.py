@@ -246,6 +246,26 @@ def collect(method_dir: str, algorithm: str, seeds: Sequence[int]
   return runs
 
 
+def _run_method(setting: Setting, method: Method,
+                base: config_lib.ExperimentConfig, seeds: Sequence[int], *,
+                tuning_path: str, selected_path: str,
+                data_cache: caches.DataCache,
+                log: Callable[[str], None]) -> None:
+  """One setting × method: a resumable comparison in base's output_dir."""
+  if (method.label == 'hgb' and base.run.tune and
+      os.path.exists(selected_path) and not os.path.exists(tuning_path)):
+    # The chosen candidate was tuned on this setting already (same
+    # configuration, grid, rounds and seed): reuse rather than redo.
+    os.makedirs(os.path.dirname(tuning_path), exist_ok=True)
+    results.atomic_write_json(tuning_path, results.read_json(selected_path))
+  log(f'== {setting.name} / {method.label}')
+  comparison = comparison_lib.ComparisonConfig(
+      base=base, algorithms=(method.algorithm,), seeds=tuple(seeds),
+      title=f'{setting.name} / {method.label}')
+  comparison_lib.run_comparison(comparison, output_dir=base.run.output_dir,
+                                resume=True, data_cache=data_cache, log=log)
+
+
 def run_study(output_dir: str, *, seeds: Sequence[int],
               settings: Sequence[Setting] = SETTINGS,
               candidates: Sequence[Method] = CANDIDATES,
@@ -299,20 +319,9 @@ def run_study(output_dir: str, *, seeds: Sequence[int],
       else:
         selected_path = os.path.join(output_dir, 'selection', setting.name,
                                      chosen.label, results.TUNING_JSON)
-        if (method.label == 'hgb' and base.run.tune and
-            os.path.exists(selected_path) and not os.path.exists(tuning_path)):
-          # The chosen candidate was tuned on this setting already (same
-          # configuration, grid, rounds and seed): reuse rather than redo.
-          os.makedirs(os.path.dirname(tuning_path), exist_ok=True)
-          results.atomic_write_json(tuning_path,
-                                    results.read_json(selected_path))
-        log(f'== {setting.name} / {method.label}')
-        comparison = comparison_lib.ComparisonConfig(
-            base=base, algorithms=(method.algorithm,), seeds=tuple(seeds),
-            title=f'{setting.name} / {method.label}')
-        comparison_lib.run_comparison(comparison, output_dir=method_dir,
-                                      resume=True, data_cache=data_cache,
-                                      log=log)
+        _run_method(setting, method, base, seeds, tuning_path=tuning_path,
+                    selected_path=selected_path, data_cache=data_cache,
+                    log=log)
       rows[setting.name][method.label] = {
           'method': method.describe(),
           'runs': collect(method_dir, method.algorithm, seeds),
