@@ -12,13 +12,13 @@ accuracy vs rounds, mean and band over seeds) and summary.json, and prints the
 table. --resume continues an interrupted comparison (finished runs are kept).
 """
 
-import dataclasses
-
 from absl import app
 from absl import flags
 
 from experiments import flags_lib
-from tff_hgb import experiment
+from tff_hgb.experiment import caches
+from tff_hgb.experiment import comparison as comparison_lib
+from tff_hgb.experiment import config as config_lib
 
 flags.DEFINE_list('algorithms', ['fedavg', 'hgb'],
                   'Algorithms to compare (registry names, uni:<modality>, '
@@ -30,7 +30,7 @@ flags.DEFINE_string('seeds', '1',
 flags.DEFINE_bool('centralized', False,
                   'Add the centralized reference row (same model, fused loss, '
                   'whole training pool).')
-flags.DEFINE_enum('config', None, sorted(experiment.PRESETS),
+flags.DEFINE_enum('config', None, sorted(comparison_lib.PRESETS),
                   'A preset: fills every flag not given on the command line '
                   '(default = what `make run` runs).')
 
@@ -45,25 +45,25 @@ def parse_seeds(text: str, first: int) -> tuple[int, ...]:
     else:
       count = int(text)
       if count < 1:
-        raise experiment.UsageError('seeds', f'must be ≥ 1, got {count}.')
+        raise config_lib.UsageError('seeds', f'must be ≥ 1, got {count}.')
       seeds = tuple(range(first, first + count))
   except ValueError:
-    raise experiment.UsageError(
+    raise config_lib.UsageError(
         'seeds', f'expected a count or a list of integers, got {text!r}.'
     ) from None
   if len(set(seeds)) != len(seeds) or not seeds:
-    raise experiment.UsageError('seeds', f'bad seed list {text!r}.')
+    raise config_lib.UsageError('seeds', f'bad seed list {text!r}.')
   return seeds
 
 
-def comparison_from_flags() -> experiment.ComparisonConfig:
+def comparison_from_flags() -> comparison_lib.ComparisonConfig:
   if FLAGS.config:
-    preset = dict(experiment.PRESETS[FLAGS.config])
+    preset = dict(comparison_lib.PRESETS[FLAGS.config])
     flags_lib.apply_preset(preset)
-  config = flags_lib.config_from_flags(FLAGS.algorithms[0] if FLAGS.algorithms
-                                       else '')
-  seeds = parse_seeds(FLAGS.seeds, config.seed)
-  return experiment.ComparisonConfig(
+  # The base's algorithm is a stand-in: each run replaces it.
+  config = flags_lib.config_from_flags('fedavg')
+  seeds = parse_seeds(FLAGS.seeds, config.run.seed)
+  return comparison_lib.ComparisonConfig(
       base=config, algorithms=tuple(FLAGS.algorithms), seeds=seeds,
       centralized=FLAGS.centralized)
 
@@ -74,25 +74,17 @@ def main(argv):
   with flags_lib.user_errors_exit():
     flags_lib.check_runtime_flags()
     comparison = comparison_from_flags()
-    experiment.validate_comparison(comparison)
     base = comparison.base
-    experiment.check_output_dir(base.output_dir, comparison.to_dict(),
-                                resume=base.resume)
     # The runtime comes before any data: --runtime=inprocess sets up devices.
     flags_lib.start_runtime()
-    cache = experiment.DataCache()
-    for name in comparison.algorithms:  # Data/algorithm errors up front.
-      if name == experiment.BEST_UNIMODAL:
-        continue
-      config = dataclasses.replace(base, algorithm=name,
-                                   seed=comparison.seeds[0])
-      experiment.check_algorithm(config, cache.get(config))
-    summary = experiment.run_comparison(comparison,
-                                        output_dir=base.output_dir,
-                                        resume=base.resume)
+    # run_comparison checks --output_dir and every algorithm on the data
+    # before it trains anything.
+    summary = comparison_lib.run_comparison(
+        comparison, output_dir=base.run.output_dir, resume=base.run.resume,
+        data_cache=caches.DataCache())
   print(summary['markdown'], flush=True)
-  print(f'Wrote {base.output_dir}/comparison.md, comparison.png, summary.json '
-        f'({summary["seconds"] / 60:.1f} min).', flush=True)
+  print(f'Wrote {base.run.output_dir}/comparison.md, comparison.png, '
+        f'summary.json ({summary["seconds"] / 60:.1f} min).', flush=True)
 
 
 if __name__ == '__main__':

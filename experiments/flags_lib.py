@@ -4,6 +4,12 @@ Importing this module defines the flags (once per process); a binary adds its
 own (e.g. --algorithm) and calls `config_from_flags()` inside `main`. Presets
 (compare's --config) fill in the flags the user did not give with
 `apply_preset`.
+
+The one place that maps flags to the config: every flag is named as the field
+it sets in ExperimentConfig's flat form (flags.json), except --hgb_<field>
+(an HGBHParams override) and the AlgorithmConfig options (flags of their own
+names); the config checks itself when made, and its `UsageError`s name the
+flag, which `user_errors_exit` prints in one line.
 """
 
 from __future__ import annotations
@@ -14,58 +20,59 @@ from typing import Any, Mapping
 from absl import flags
 
 from tff_hgb import client_work
-from tff_hgb import experiment
 from tff_hgb import runtime
 from tff_hgb.data import dataset as dataset_lib
+from tff_hgb.experiment import config as config_lib
 from tff_hgb.runtime import configure as runtime_configure
 
 FLAGS = flags.FLAGS
-_DEFAULTS = experiment.ExperimentConfig()
+# Flag defaults = the config's (flat form: {flag name: default}).
+_DEFAULTS = config_lib.ExperimentConfig().to_dict()
 
-flags.DEFINE_string('dataset', _DEFAULTS.dataset,
+flags.DEFINE_string('dataset', _DEFAULTS['dataset'],
                     'Data set: htad, watch, basicmotions, synthetic, '
                     'npz:<path> or tfrecord:<path>.')
-flags.DEFINE_string('partition', _DEFAULTS.partition,
+flags.DEFINE_string('partition', _DEFAULTS['partition'],
                     'Client partition scheme: case_a, 1m_b, 2m_b, mixed_b, '
                     'case_c, natural or iid.')
-flags.DEFINE_float('alpha', _DEFAULTS.alpha,
+flags.DEFINE_float('alpha', _DEFAULTS['alpha'],
                    'Dirichlet concentration of the label skew.')
-flags.DEFINE_integer('num_clients', _DEFAULTS.num_clients,
+flags.DEFINE_integer('num_clients', _DEFAULTS['num_clients'],
                      'Number of clients (ignored by --partition=natural).')
-flags.DEFINE_integer('clients_per_round', _DEFAULTS.clients_per_round,
+flags.DEFINE_integer('clients_per_round', _DEFAULTS['clients_per_round'],
                      'Clients sampled per round; 0 = all.')
-flags.DEFINE_integer('rounds', _DEFAULTS.rounds, 'Federated rounds.')
-flags.DEFINE_integer('local_epochs', _DEFAULTS.local_epochs,
+flags.DEFINE_integer('rounds', _DEFAULTS['rounds'], 'Federated rounds.')
+flags.DEFINE_integer('local_epochs', _DEFAULTS['local_epochs'],
                      'Local epochs per round (E).')
-flags.DEFINE_integer('batch_size', _DEFAULTS.batch_size, 'Local batch size.')
-flags.DEFINE_float('client_learning_rate', _DEFAULTS.client_learning_rate,
+flags.DEFINE_integer('batch_size', _DEFAULTS['batch_size'], 'Local batch size.')
+flags.DEFINE_float('client_learning_rate', _DEFAULTS['client_learning_rate'],
                    'Client SGD learning rate.')
-flags.DEFINE_float('server_learning_rate', _DEFAULTS.server_learning_rate,
+flags.DEFINE_float('server_learning_rate', _DEFAULTS['server_learning_rate'],
                    'Server SGD learning rate.')
-flags.DEFINE_float('client_momentum', _DEFAULTS.client_momentum,
+flags.DEFINE_float('client_momentum', _DEFAULTS['client_momentum'],
                    'Client SGD momentum (FedNova uses it in a_k).')
-flags.DEFINE_float('fedprox_mu', _DEFAULTS.fedprox_mu,
+flags.DEFINE_float('fedprox_mu', _DEFAULTS['fedprox_mu'],
                    'FedProx proximal strength μ.')
-flags.DEFINE_float('fedattn_epsilon', _DEFAULTS.fedattn_epsilon,
+flags.DEFINE_float('fedattn_epsilon', _DEFAULTS['fedattn_epsilon'],
                    'FedAttn server step size ε.')
-flags.DEFINE_float('val_fraction', _DEFAULTS.val_fraction,
+flags.DEFINE_float('val_fraction', _DEFAULTS['val_fraction'],
                    "Fraction of each client's data in its local validation "
                    'part (HGB uses it; baselines train on it).')
-flags.DEFINE_integer('min_val_examples', _DEFAULTS.min_val_examples,
+flags.DEFINE_integer('min_val_examples', _DEFAULTS['min_val_examples'],
                      "Lower bound on a client's local validation part.")
-flags.DEFINE_float('test_fraction', _DEFAULTS.test_fraction,
+flags.DEFINE_float('test_fraction', _DEFAULTS['test_fraction'],
                    'Fraction of the data held out as the global test set.')
-flags.DEFINE_integer('data_seed', _DEFAULTS.data_seed,
+flags.DEFINE_integer('data_seed', _DEFAULTS['data_seed'],
                      'Seed of the test split (kept fixed across --seed).')
-flags.DEFINE_integer('seed', _DEFAULTS.seed,
+flags.DEFINE_integer('seed', _DEFAULTS['seed'],
                      'Seed of the partition, model initialisation, client '
                      'sampling and local shuffles.')
-flags.DEFINE_float('target_accuracy', _DEFAULTS.target_accuracy,
+flags.DEFINE_float('target_accuracy', _DEFAULTS['target_accuracy'],
                    'Test fusion accuracy that defines rounds to target.')
-flags.DEFINE_integer('eval_every', _DEFAULTS.eval_every,
+flags.DEFINE_integer('eval_every', _DEFAULTS['eval_every'],
                      'Evaluate on the test set every this many rounds (and '
                      'after the last).')
-flags.DEFINE_integer('checkpoint_every', _DEFAULTS.checkpoint_every,
+flags.DEFINE_integer('checkpoint_every', _DEFAULTS['checkpoint_every'],
                      'Save program state every this many rounds (and after '
                      'the last).')
 flags.DEFINE_string('output_dir', None, 'Directory for the results.')
@@ -77,14 +84,14 @@ flags.DEFINE_string('tune', '',
                     'hgb_<field>; several as a grid with ";"): pick the value '
                     'with the best validation accuracy on data held out of '
                     'the training pool, then train at it.')
-flags.DEFINE_integer('tune_rounds', _DEFAULTS.tune_rounds,
+flags.DEFINE_integer('tune_rounds', _DEFAULTS['tune_rounds'],
                      'Rounds of each tuning run; 0 = --rounds.')
-flags.DEFINE_float('tune_val_fraction', _DEFAULTS.tune_val_fraction,
+flags.DEFINE_float('tune_val_fraction', _DEFAULTS['tune_val_fraction'],
                    'Fraction of the training pool held out for tuning.')
 flags.DEFINE_bool('progress', True, 'Show a progress bar (stderr).')
 
 _HGB_DEFAULTS = client_work.HGBHParams()
-for _field in experiment.hgb_fields():
+for _field in config_lib.hgb_fields():
   _kind = type(getattr(_HGB_DEFAULTS, _field))
   _define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
              str: flags.DEFINE_string}.get(_kind, flags.DEFINE_float)
@@ -92,27 +99,31 @@ for _field in experiment.hgb_fields():
           f'HGB hyper-parameter {_field} (HGBHParams; default: the mode\'s, '
           f'{getattr(_HGB_DEFAULTS, _field)} for the paper).')
 
-for _field, _default in experiment.extra_algorithm_fields().items():
+for _field, _default in config_lib.extra_algorithm_fields().items():
   _define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
              str: flags.DEFINE_string}.get(type(_default), flags.DEFINE_float)
   _define(_field, None, f'Algorithm hyper-parameter {_field} (AlgorithmConfig; '
           f'default {_default}).')
 
-_CONFIG_FIELDS = [f for f in experiment.ExperimentConfig.__dataclass_fields__
+# Flags named as their field (the others: --algorithm, --hgb_*, options).
+_CONFIG_FIELDS = [f for f in _DEFAULTS
                   if f not in ('algorithm', 'hgb', 'algorithm_options')]
 
 
-def config_from_flags(algorithm: str = '') -> experiment.ExperimentConfig:
-  """The ExperimentConfig of the parsed flags (and `algorithm`)."""
+def config_from_flags(algorithm: str = '') -> config_lib.ExperimentConfig:
+  """The ExperimentConfig of the parsed flags (and `algorithm`).
+
+  Raises:
+    config_lib.UsageError naming the flag of the first bad value.
+  """
   values = {name: FLAGS[name].value for name in _CONFIG_FIELDS}
-  hgb = tuple(sorted((f, FLAGS[f'hgb_{f}'].value)
-                     for f in experiment.hgb_fields()
-                     if FLAGS[f'hgb_{f}'].value is not None))
-  options = tuple(sorted((f, FLAGS[f].value)
-                         for f in experiment.extra_algorithm_fields()
-                         if FLAGS[f].value is not None))
-  return experiment.ExperimentConfig(algorithm=algorithm, hgb=hgb,
-                                     algorithm_options=options, **values)
+  values['hgb'] = {f: FLAGS[f'hgb_{f}'].value for f in config_lib.hgb_fields()
+                   if FLAGS[f'hgb_{f}'].value is not None}
+  values['algorithm_options'] = {
+      f: FLAGS[f].value for f in config_lib.extra_algorithm_fields()
+      if FLAGS[f].value is not None}
+  return config_lib.ExperimentConfig.from_dict(dict(values,
+                                                    algorithm=algorithm))
 
 
 def apply_preset(preset: Mapping[str, Any]) -> None:
@@ -161,7 +172,7 @@ def check_no_arguments(argv) -> None:
 
 
 # Errors a user can cause (flags, data, runtime set-up): each names its cause.
-USER_ERRORS = (experiment.UsageError, dataset_lib.DataError, RuntimeFlagError,
+USER_ERRORS = (config_lib.UsageError, dataset_lib.DataError, RuntimeFlagError,
                runtime.WorkerError, runtime.DeviceConfigurationError)
 
 

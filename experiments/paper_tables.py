@@ -6,15 +6,16 @@ r"""The paper's Tables I–III on htad, beside the paper's numbers (`make paper`
 Runs every setting the tables need as a resumable comparison under
 --output_dir (rerunning skips finished runs and continues unfinished ones) and
 writes --output_dir/RESULTS.md. Takes the flags of run_experiment as overrides
-of the preset (tff_hgb.experiment.PAPER_PRESET), plus --tables, --seeds and
---quick.
+of the preset (tff_hgb.experiment.paper.PAPER_PRESET), plus --tables, --seeds
+and --quick.
 """
 
 from absl import app
 from absl import flags
 
 from experiments import flags_lib
-from tff_hgb import experiment
+from tff_hgb.experiment import config as config_lib
+from tff_hgb.experiment import paper
 
 flags.DEFINE_list('tables', ['1', '2', '3'], 'Which tables (1, 2, 3).')
 flags.DEFINE_integer('paper_seeds', 3, 'Seeds per run (--seed onwards).')
@@ -30,29 +31,29 @@ def main(argv):
   flags_lib.quiet_logs()
   with flags_lib.user_errors_exit():
     flags_lib.check_runtime_flags()
-    preset = dict(experiment.PAPER_PRESET)
+    preset = dict(paper.PAPER_PRESET)
     if FLAGS.quick:
-      preset.update(experiment.PAPER_QUICK)
+      preset.update(paper.PAPER_QUICK)
     flags_lib.apply_preset(preset)
     seeds_count = 1 if FLAGS.quick and not FLAGS['paper_seeds'].present else (
         FLAGS.paper_seeds)
     if seeds_count < 1:
-      raise experiment.UsageError('paper_seeds', 'must be ≥ 1.')
+      raise config_lib.UsageError('paper_seeds', 'must be ≥ 1.')
     try:
       tables = sorted({int(t) for t in FLAGS.tables})
     except ValueError:
-      raise experiment.UsageError('tables', 'expected numbers 1, 2, 3.'
+      raise config_lib.UsageError('tables', 'expected numbers 1, 2, 3.'
                                   ) from None
     if not tables or not set(tables) <= {1, 2, 3}:
-      raise experiment.UsageError('tables', 'expected numbers 1, 2, 3.')
+      raise config_lib.UsageError('tables', 'expected numbers 1, 2, 3.')
     base = flags_lib.config_from_flags('fedavg')
-    experiment.validate(base)
-    seeds = tuple(range(base.seed, base.seed + seeds_count))
+    config_lib.validate(base)
+    seeds = tuple(range(base.run.seed, base.run.seed + seeds_count))
     flags_lib.start_runtime()
-    outcome = experiment.run_paper_tables(base, tables=tables, seeds=seeds,
-                                          output_dir=base.output_dir)
+    outcome = paper.run_paper_tables(base, tables=tables, seeds=seeds,
+                                          output_dir=base.run.output_dir)
   print(outcome['markdown'], flush=True)
-  print(f'Wrote {base.output_dir}/RESULTS.md', flush=True)
+  print(f'Wrote {base.run.output_dir}/RESULTS.md', flush=True)
 
 
 if __name__ == '__main__':

@@ -5,7 +5,7 @@ r"""Trains one algorithm on one federated configuration and records the results.
 
 Writes flags.json, partition.txt/.json, metrics.csv (one row per round),
 TensorBoard events, summary.json and program state (for --resume) into
---output_dir; see tff_hgb/experiment.py and tff_hgb/results.py. Bad flags end
+--output_dir; see tff_hgb/experiment/ (run.py, results.py). Bad flags end
 with a one-line error naming the flag.
 """
 
@@ -14,7 +14,9 @@ from absl import flags
 
 from experiments import flags_lib
 from tff_hgb import algorithms
-from tff_hgb import experiment
+from tff_hgb.experiment import caches
+from tff_hgb.experiment import config as config_lib
+from tff_hgb.experiment import run
 
 flags.DEFINE_string('algorithm', 'hgb',
                     f'Algorithm: {algorithms.describe_names()}.')
@@ -25,17 +27,15 @@ FLAGS = flags.FLAGS
 def main(argv):
   flags_lib.check_no_arguments(argv)
   flags_lib.quiet_logs()
-  config = flags_lib.config_from_flags(FLAGS.algorithm)
   with flags_lib.user_errors_exit():
     flags_lib.check_runtime_flags()
-    experiment.validate(config)
-    experiment.check_output_dir(config.output_dir, config.to_dict(),
-                                resume=config.resume)
+    config = flags_lib.config_from_flags(FLAGS.algorithm)
+    config_lib.validate(config)
     # The runtime comes before any data: --runtime=inprocess sets up devices.
     flags_lib.start_runtime()
-    experiment.DataCache().get(config)
-    summary = experiment.run_experiment(config)
-  print(experiment.result_line(summary, config.output_dir), flush=True)
+    # run_experiment checks --output_dir, then loads the data into the cache.
+    summary = run.run_experiment(config, data_cache=caches.DataCache())
+  print(run.result_line(summary, config.run.output_dir), flush=True)
 
 
 if __name__ == '__main__':

@@ -6,15 +6,16 @@ r"""The §5b study: where HGB, M-GB and C-GB help against tuned baselines.
 Chooses the default `hgb` configuration on validation data of the selection
 settings, then runs every setting × method with per-method learning-rate
 tuning and --seeds seeds, and writes --output_dir/STUDY.md and study.json
-(see tff_hgb/study.py). Resumable: rerun the same command to continue.
+(see tff_hgb/experiment/study.py). Resumable: rerun the same command to
+continue.
 """
 
 from absl import app
 from absl import flags
 
 from experiments import flags_lib
-from tff_hgb import experiment
-from tff_hgb import study
+from tff_hgb.experiment import config as config_lib
+from tff_hgb.experiment import study
 
 flags.DEFINE_list('settings', [s.name for s in study.SETTINGS],
                   'Which settings, in order.')
@@ -34,18 +35,18 @@ def main(argv):
     flags_lib.check_runtime_flags()
     output_dir = FLAGS.output_dir
     if not output_dir:
-      raise experiment.UsageError('output_dir', 'is required.')
+      raise config_lib.UsageError('output_dir', 'is required.')
     known = {s.name: s for s in study.SETTINGS}
     unknown = [name for name in FLAGS.settings if name not in known]
     if unknown or not FLAGS.settings:
-      raise experiment.UsageError(
+      raise config_lib.UsageError(
           'settings', f'unknown {unknown}; expected some of {sorted(known)}.')
     if FLAGS.study_seeds < 2:
-      raise experiment.UsageError(
+      raise config_lib.UsageError(
           'study_seeds', 'paired intervals need ≥ 2 seeds.')
     settings = [known[name] for name in FLAGS.settings]
     if not any(s.selection for s in settings):
-      raise experiment.UsageError(
+      raise config_lib.UsageError(
           'settings', 'include a selection setting (' + ', '.join(
               s.name for s in study.SETTINGS if s.selection) + ').')
     if not FLAGS.report_only:

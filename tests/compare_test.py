@@ -6,8 +6,9 @@ import time
 import pytest
 
 import binary_utils  # tests/binary_utils.py
-from tff_hgb import experiment
-from tff_hgb import results
+from tff_hgb.experiment import comparison as comparison_lib
+from tff_hgb.experiment import config as config_lib
+from tff_hgb.experiment import results
 
 TIMEOUT = 300
 
@@ -84,18 +85,18 @@ def test_default_preset_fills_flags_not_given():
     flags.FLAGS.unparse_flags()
     if was_parsed:
       flags.FLAGS.mark_as_parsed()
-  preset = experiment.PRESETS['default']
-  assert comparison.base.rounds == 7  # Given on the command line: kept.
-  assert comparison.base.dataset == 'htad'
-  assert comparison.base.partition == 'mixed_b'
-  assert comparison.base.output_dir == 'results/default'
+  preset = comparison_lib.PRESETS['default']
+  assert comparison.base.run.rounds == 7  # Given on the command line: kept.
+  assert comparison.base.data.dataset == 'htad'
+  assert comparison.base.data.partition == 'mixed_b'
+  assert comparison.base.run.output_dir == 'results/default'
   assert comparison.algorithms == tuple(preset['algorithms'])
-  assert experiment.BEST_UNIMODAL in comparison.algorithms
+  assert comparison_lib.BEST_UNIMODAL in comparison.algorithms
   assert comparison.centralized
   assert comparison.seeds == (0, 1, 2)
-  assert experiment.parse_tune(comparison.base.tune)[0][0] == (
+  assert config_lib.parse_tune(comparison.base.run.tune)[0][0] == (
       'client_learning_rate')
-  experiment.validate_comparison(comparison)
+  comparison_lib.validate_comparison(comparison)
 
 
 def test_parse_seeds():
@@ -103,7 +104,7 @@ def test_parse_seeds():
   assert compare.parse_seeds('3', 5) == (5, 6, 7)
   assert compare.parse_seeds('0,4', 5) == (0, 4)
   for bad in ('0', 'x', '1,1'):
-    with pytest.raises(experiment.UsageError, match='^--seeds: '):
+    with pytest.raises(config_lib.UsageError, match='^--seeds: '):
       compare.parse_seeds(bad, 0)
 
 

@@ -1,7 +1,6 @@
-"""Tests of tff_hgb.experiment and tff_hgb.results (in-process, small)."""
+"""Tests of the harness tff_hgb.experiment (in-process, small)."""
 
 import collections
-import dataclasses
 import json
 import os
 
@@ -9,8 +8,13 @@ import numpy as np
 import pytest
 
 from tff_hgb import evaluation
-from tff_hgb import experiment
-from tff_hgb import results
+from tff_hgb.experiment import caches
+from tff_hgb.experiment import config as config_lib
+from tff_hgb.experiment import loop
+from tff_hgb.experiment import reports
+from tff_hgb.experiment import results
+from tff_hgb.experiment import run
+from tff_hgb.experiment import tuning
 
 
 def _config(tmp_path, **overrides):
@@ -19,7 +23,7 @@ def _config(tmp_path, **overrides):
                 output_dir=str(tmp_path / 'run'), progress=False,
                 checkpoint_every=2)
   values.update(overrides)
-  return experiment.ExperimentConfig(**values)
+  return config_lib.ExperimentConfig.from_dict(values)
 
 
 # ---------------------------------------------------------------------------
@@ -28,9 +32,9 @@ def _config(tmp_path, **overrides):
 
 
 def test_parse_tune_values_and_grid():
-  assert experiment.parse_tune('client_learning_rate:0.02, 0.1') == [
+  assert config_lib.parse_tune('client_learning_rate:0.02, 0.1') == [
       ('client_learning_rate', [0.02, 0.1])]
-  grid = experiment.tune_candidates(
+  grid = config_lib.tune_candidates(
       'client_learning_rate:0.1,0.2;local_epochs:1,2')
   assert grid == [
       {'client_learning_rate': 0.1, 'local_epochs': 1},
@@ -38,24 +42,24 @@ def test_parse_tune_values_and_grid():
       {'client_learning_rate': 0.2, 'local_epochs': 1},
       {'client_learning_rate': 0.2, 'local_epochs': 2}]
   assert isinstance(grid[0]['local_epochs'], int)
-  assert experiment.parse_tune('hgb_warmup_fraction:0.25,0.5')[0][0] == (
+  assert config_lib.parse_tune('hgb_warmup_fraction:0.25,0.5')[0][0] == (
       'hgb_warmup_fraction')
 
 
 def test_algorithm_options_reach_the_algorithm_config(tmp_path):
-  extra = experiment.extra_algorithm_fields()
+  extra = config_lib.extra_algorithm_fields()
   assert 'client_weight_mix' in extra and 'client_learning_rate' not in extra
-  config = experiment.with_values(
+  config = config_lib.with_values(
       _config(tmp_path), {'client_weight_mix': 0.25,
                           'client_learning_rate': 0.3,
                           'hgb_warmup_fraction': 0.75})
-  assert dict(config.algorithm_options) == {'client_weight_mix': 0.25}
-  assert dict(config.hgb) == {'warmup_fraction': 0.75}
-  built = experiment.algorithm_config(config)
+  assert dict(config.algorithm.options) == {'client_weight_mix': 0.25}
+  assert dict(config.algorithm.hgb) == {'warmup_fraction': 0.75}
+  built = config.algorithm_config()
   assert built.client_weight_mix == 0.25
   assert built.client_learning_rate == 0.3
   assert dict(built.hgb_overrides) == {'warmup_fraction': 0.75}
-  assert experiment.parse_tune('client_weight_mix:0,0.5,1')[0][1] == [0, 0.5,
+  assert config_lib.parse_tune('client_weight_mix:0,0.5,1')[0][1] == [0, 0.5,
                                                                        1]
 
 
@@ -65,8 +69,8 @@ def test_algorithm_options_reach_the_algorithm_config(tmp_path):
     'client_learning_rate:0.1,0.1', 'client_learning_rate:nan',
 ])
 def test_parse_tune_rejects(spec):
-  with pytest.raises(experiment.UsageError, match='^--tune: '):
-    experiment.parse_tune(spec)
+  with pytest.raises(config_lib.UsageError, match='^--tune: '):
+    config_lib.parse_tune(spec)
 
 
 @pytest.mark.parametrize('overrides, flag', [
@@ -86,37 +90,36 @@ def test_parse_tune_rejects(spec):
     (dict(output_dir=None), 'output_dir'),
 ])
 def test_validate_names_the_flag(tmp_path, overrides, flag):
-  config = _config(tmp_path, **overrides)
-  with pytest.raises(experiment.UsageError) as raised:
-    experiment.validate(config)
+  with pytest.raises(config_lib.UsageError) as raised:
+    config_lib.validate(_config(tmp_path, **overrides))
   assert raised.value.flag == flag
   assert str(raised.value).startswith(f'--{flag}: ')
 
 
 def test_errors_found_with_the_data(tmp_path):
-  cache = experiment.DataCache()
+  cache = caches.DataCache()
   config = _config(tmp_path, algorithm='uni:smell')
-  experiment.validate(config)  # uni:<m> is checked once modalities are known.
-  with pytest.raises(experiment.UsageError, match='^--algorithm: '):
-    experiment.check_algorithm(config, cache.get(config))
-  with pytest.raises(experiment.UsageError, match='^--dataset: '):
+  config_lib.validate(config)  # uni:<m> is checked once modalities are known.
+  with pytest.raises(config_lib.UsageError, match='^--algorithm: '):
+    caches.check_algorithm(config, cache.get(config))
+  with pytest.raises(config_lib.UsageError, match='^--dataset: '):
     cache.get(_config(tmp_path, dataset='npz:/no/such/file.npz'))
-  with pytest.raises(experiment.UsageError, match='^--partition: '):
+  with pytest.raises(config_lib.UsageError, match='^--partition: '):
     cache.get(_config(tmp_path, num_clients=60))
 
 
 def test_output_dir_holding_a_run(tmp_path):
   config = _config(tmp_path)
-  os.makedirs(config.output_dir)
-  results.atomic_write_json(os.path.join(config.output_dir, 'flags.json'),
+  os.makedirs(config.run.output_dir)
+  results.atomic_write_json(os.path.join(config.run.output_dir, 'flags.json'),
                             config.to_dict())
-  with pytest.raises(experiment.UsageError, match='^--output_dir: '):
-    experiment.check_output_dir(config.output_dir, config.to_dict(),
+  with pytest.raises(config_lib.UsageError, match='^--output_dir: '):
+    results.check_output_dir(config.run.output_dir, config.to_dict(),
                                 resume=False)
-  experiment.check_output_dir(config.output_dir, config.to_dict(), resume=True)
-  other = dataclasses.replace(config, rounds=7)
-  with pytest.raises(experiment.UsageError, match='^--resume: .*rounds'):
-    experiment.check_output_dir(config.output_dir, other.to_dict(),
+  results.check_output_dir(config.run.output_dir, config.to_dict(), resume=True)
+  other = config.replace(rounds=7)
+  with pytest.raises(config_lib.UsageError, match='^--resume: .*rounds'):
+    results.check_output_dir(config.run.output_dir, other.to_dict(),
                                 resume=True)
 
 
@@ -125,20 +128,20 @@ def test_config_round_trips_through_json(tmp_path):
                    algorithm_options=(('client_weight_mix', 0.5),),
                    tune='client_learning_rate:0.1,0.2')
   text = json.dumps(results.clean_for_json(config.to_dict()))
-  assert experiment.ExperimentConfig.from_dict(json.loads(text)) == config
+  assert config_lib.ExperimentConfig.from_dict(json.loads(text)) == config
 
 
 def test_sample_clients_is_a_pure_function_of_seed_and_round():
   ids = [f'c{i}' for i in range(10)]
-  first = [experiment.sample_clients(ids, 3, 5, r) for r in range(1, 6)]
-  again = [experiment.sample_clients(ids, 3, 5, r) for r in range(1, 6)]
+  first = [loop.sample_clients(ids, 3, 5, r) for r in range(1, 6)]
+  again = [loop.sample_clients(ids, 3, 5, r) for r in range(1, 6)]
   assert first == again
   assert len({tuple(c) for c in first}) > 1
   assert all(len(c) == 3 and len(set(c)) == 3 for c in first)
-  assert experiment.sample_clients(ids, 3, 6, 1) != first[0] or (
-      experiment.sample_clients(ids, 3, 6, 2) != first[1])
-  assert experiment.sample_clients(ids, 0, 5, 1) == ids
-  assert experiment.sample_clients(ids, 10, 5, 1) == ids
+  assert loop.sample_clients(ids, 3, 6, 1) != first[0] or (
+      loop.sample_clients(ids, 3, 6, 2) != first[1])
+  assert loop.sample_clients(ids, 0, 5, 1) == ids
+  assert loop.sample_clients(ids, 10, 5, 1) == ids
 
 
 def test_flatten_process_metrics():
@@ -151,14 +154,14 @@ def test_flatten_process_metrics():
                                         np.float32(2.0))])),
       aggregator=collections.OrderedDict(mean_value=(), mean_weight=()),
       finalizer=collections.OrderedDict(update_non_finite=np.int32(0)))
-  assert experiment.flatten_process_metrics(metrics) == {
+  assert loop.flatten_process_metrics(metrics) == {
       'train/fusion/accuracy': 0.5, 'z/fusion': pytest.approx(0.7),
       'client_weight/effective_clients': 2.0,
       'finalizer/update_non_finite': 0.0}
 
 
 # ---------------------------------------------------------------------------
-# results.py
+# results.py and reports.py
 # ---------------------------------------------------------------------------
 
 
@@ -186,7 +189,7 @@ def test_summarize_rows():
            'z/fusion': 0.4},
           {'round': 4, 'seconds': 2.0, 'test/fusion/accuracy': 0.7,
            'z/fusion': 0.6}]
-  summary = results.summarize_rows(rows, target_accuracy=0.75)
+  summary = reports.summarize_rows(rows, target_accuracy=0.75)
   assert summary['final_accuracy'] == 0.7
   assert summary['best_accuracy'] == 0.8
   assert summary['best_round'] == 3
@@ -194,7 +197,7 @@ def test_summarize_rows():
   assert summary['rounds_completed'] == 4
   assert summary['seconds_per_round_median'] == 2.0
   assert summary['fusion_weight_mean'] == pytest.approx(0.5)
-  assert results.summarize_rows(rows, target_accuracy=0.9)[
+  assert reports.summarize_rows(rows, target_accuracy=0.9)[
       'rounds_to_target'] is None
 
 
@@ -213,7 +216,7 @@ def test_aggregate_and_markdown_delta_cr(tmp_path):
            run(0.73, 0.74, 7, effective_clients_mean=6.0,
                fusion_weight_mean=0.7,
                missing_modality_accuracy={'audio': 0.6})])
-  table = results.aggregate(runs, baselines=['fedavg', 'fednova'])
+  table = reports.aggregate(runs, baselines=['fedavg', 'fednova'])
   assert table['fedavg']['final_accuracy_mean'] == pytest.approx(0.62)
   assert table['fedavg']['final_accuracy_std'] == pytest.approx(0.02)
   assert table['fedavg']['rounds_to_target_mean'] == 13
@@ -223,7 +226,7 @@ def test_aggregate_and_markdown_delta_cr(tmp_path):
   assert table['hgb']['effective_clients_mean'] == pytest.approx(5.0)
   assert table['hgb']['missing_modality_accuracy'] == {
       'audio': pytest.approx(0.55)}
-  text = results.comparison_markdown(
+  text = reports.comparison_markdown(
       table, target_accuracy=0.7,
       centralized=dict(seeds=2, final_accuracy_mean=0.9,
                        final_accuracy_std=0.01, best_accuracy_mean=0.91,
@@ -233,7 +236,7 @@ def test_aggregate_and_markdown_delta_cr(tmp_path):
   curves = {name: [([1, 2, 3], [0.1, 0.2, 0.3]), ([1, 2, 3], [0.2, 0.3, 0.4])]
             for name in runs}
   path = tmp_path / 'plot.png'
-  results.plot_comparison(curves, str(path), target_accuracy=0.7,
+  reports.plot_comparison(curves, str(path), target_accuracy=0.7,
                           centralized=0.9)
   assert path.read_bytes()[:4] == b'\x89PNG'
 
@@ -247,7 +250,7 @@ def test_tuning_uses_training_pool_validation_only(tmp_path, monkeypatch):
   """A run with --tune: candidates scored on held-out TRAINING data only."""
   config = _config(tmp_path, algorithm='fedavg', rounds=3,
                    tune='client_learning_rate:0.001,0.3')
-  data_cache = experiment.DataCache()
+  data_cache = caches.DataCache()
   train_pool, test = data_cache.load(config)
   evaluated = []
   real_evaluate = evaluation.evaluate
@@ -257,15 +260,15 @@ def test_tuning_uses_training_pool_validation_only(tmp_path, monkeypatch):
     return real_evaluate(keras_model, weights, dataset, **kwargs)
 
   monkeypatch.setattr(evaluation, 'evaluate', recording_evaluate)
-  summary = experiment.run_experiment(config, data_cache=data_cache)
-  out = config.output_dir
+  summary = run.run_experiment(config, data_cache=data_cache)
+  out = config.run.output_dir
   record = results.read_json(os.path.join(out, 'tuning.json'))
   assert 'test set is not used' in record['validation']['source']
 
   # The tuning runs evaluated only the held-out part of the training pool,
   # at the last TUNE_EVALUATIONS rounds of each candidate; then the real run
   # evaluated the test set (every round, then each modality dropped).
-  tuning_evaluations = 2 * experiment.TUNE_EVALUATIONS
+  tuning_evaluations = 2 * config_lib.TUNE_EVALUATIONS
   assert len(evaluated) == tuning_evaluations + 3 + 2
   pool_rows = {tuple(np.round(r, 5)) for r in
                train_pool.features['accel'].reshape(len(train_pool), -1)}
@@ -296,18 +299,17 @@ def test_widened_tuning_grid_reuses_finished_values(tmp_path, monkeypatch):
   config = _config(tmp_path, algorithm='fedavg', rounds=3,
                    tune='client_learning_rate:0.01,0.1')
   path = str(tmp_path / 'tuning.json')
-  first = experiment.tune(config, tuning_path=path, resume=True)
+  first = tuning.tune(config, tuning_path=path, resume=True)
   trained = []
-  real_train = experiment.train
+  real_train = loop.train
 
   def counting_train(trial, *args, **kwargs):
-    trained.append(trial.client_learning_rate)
+    trained.append(trial.algorithm.client_learning_rate)
     return real_train(trial, *args, **kwargs)
 
-  monkeypatch.setattr(experiment, 'train', counting_train)
-  widened = dataclasses.replace(config,
-                                tune='client_learning_rate:0.1,0.01,0.4')
-  second = experiment.tune(widened, tuning_path=path, resume=True)
+  monkeypatch.setattr(loop, 'train', counting_train)
+  widened = config.replace(tune='client_learning_rate:0.1,0.01,0.4')
+  second = tuning.tune(widened, tuning_path=path, resume=True)
   by_value = lambda record: {c['values']['client_learning_rate']: c
                              for c in record['candidates']}
   assert trained == [0.4]  # Only the new value is trained.
@@ -315,8 +317,8 @@ def test_widened_tuning_grid_reuses_finished_values(tmp_path, monkeypatch):
   assert set(new) == {0.01, 0.1, 0.4}
   for value in (0.01, 0.1):
     assert new[value] == old[value]
-  assert second['tune'] == widened.tune
+  assert second['tune'] == widened.run.tune
   # A narrowed grid drops what it no longer contains.
-  narrowed = experiment.tune(dataclasses.replace(
-      config, tune='client_learning_rate:0.4'), tuning_path=path, resume=True)
+  narrowed = tuning.tune(config.replace(tune='client_learning_rate:0.4'),
+                         tuning_path=path, resume=True)
   assert list(by_value(narrowed)) == [0.4] and trained == [0.4]

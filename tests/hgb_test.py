@@ -236,9 +236,10 @@ def test_prior_momentum_makes_the_prior_an_ema(clients):
 def test_run_training_process_works_after_an_experiment_run(clients, tmp_path):
   # Our experiment layer saves program state with asyncio; a user's TFF loop in
   # the same process must still find an event loop afterwards.
-  from tff_hgb import experiment  # pylint: disable=g-import-not-at-top
+  from tff_hgb.experiment import loop  # pylint: disable=g-import-not-at-top
   manager = tff.program.FileProgramStateManager(str(tmp_path))
-  experiment._run_coroutine(manager.save(np.int32(1), 1))  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  loop._run_coroutine(manager.save(np.int32(1), 1))
   model_fn = models.build_model_fn(MODALITIES, NUM_CLASSES)
   process = hgb.build_hgb_process(
       model_fn, client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.1),

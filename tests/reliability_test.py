@@ -6,7 +6,6 @@ process on the session's TFF worker (tests/conftest.py).
 """
 
 import csv
-import dataclasses
 import errno
 import os
 import random
@@ -18,8 +17,10 @@ import uuid
 
 import pytest
 
-from tff_hgb import experiment
-from tff_hgb import results
+from tff_hgb.experiment import caches as caches_lib
+from tff_hgb.experiment import config as config_lib
+from tff_hgb.experiment import results
+from tff_hgb.experiment import run
 
 import run_experiment_test as rx  # pylint: disable=g-bad-import-order
 
@@ -203,14 +204,14 @@ def test_unwritable_output_dir_is_refused_before_any_work(tmp_path):
   a_file = tmp_path / 'a_file'
   a_file.write_text('x')
   for path in (f'{a_file}/run', f'{a_file}/deeper/run'):
-    with pytest.raises(experiment.UsageError,
+    with pytest.raises(config_lib.UsageError,
                        match=f'^--output_dir: cannot create .*{a_file} is a'):
-      experiment.check_output_dir(path, {}, resume=False)
+      results.check_output_dir(path, {}, resume=False)
   if os.geteuid() != 0:  # Root writes anywhere: only checkable as a user.
     locked = tmp_path / 'locked'
     locked.mkdir(mode=0o500)
-    with pytest.raises(experiment.UsageError, match='is not writable'):
-      experiment.check_output_dir(str(locked / 'run'), {}, resume=False)
+    with pytest.raises(config_lib.UsageError, match='is not writable'):
+      results.check_output_dir(str(locked / 'run'), {}, resume=False)
 
 
 def test_disk_full_leaves_the_previous_file_whole(tmp_path, monkeypatch):
@@ -256,11 +257,14 @@ def test_results_are_written_through_temp_file_and_rename(tmp_path,
   # writing except atomic_write_text (and the TFRecord sidecar of media.py,
   # which is data preparation, not results).
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  for name in ('experiment.py', 'results.py', 'centralized.py'):
+  harness = sorted(os.path.join('experiment', n) for n in os.listdir(
+      os.path.join(root, 'tff_hgb', 'experiment')) if n.endswith('.py'))
+  for name in harness + ['centralized.py']:
     text = open(os.path.join(root, 'tff_hgb', name), encoding='utf-8').read()
     for mode in ("'w'", "'wb'", "'a'", '"w"'):
       uses = text.count(f', {mode}')
-      allowed = 1 if (name == 'results.py' and mode == "'w'") else 0
+      allowed = 1 if (name == os.path.join('experiment', 'results.py') and
+                      mode == "'w'") else 0
       assert uses == allowed, (name, mode)
 
 
@@ -280,7 +284,7 @@ def _corrupt_state(out, round_num):
 
 @pytest.fixture(scope='module')
 def caches():
-  return experiment.DataCache(), experiment.AlgorithmCache()
+  return caches_lib.DataCache(), caches_lib.AlgorithmCache()
 
 
 def _small_config(out, **overrides):
@@ -288,22 +292,22 @@ def _small_config(out, **overrides):
                 partition='mixed_b', num_clients=4, rounds=3, batch_size=8,
                 checkpoint_every=1, seed=2, progress=False, output_dir=out)
   values.update(overrides)
-  return experiment.ExperimentConfig(**values)
+  return config_lib.ExperimentConfig.from_dict(values)
 
 
 def test_corrupt_checkpoint_falls_back_to_an_earlier_one(tmp_path, caches):
   data_cache, algorithm_cache = caches
   out = str(tmp_path / 'run')
   config = _small_config(out)
-  first = experiment.run_experiment(config, data_cache=data_cache,
+  first = run.run_experiment(config, data_cache=data_cache,
                                     algorithm_cache=algorithm_cache)
   rows = _columns(os.path.join(out, results.METRICS_CSV))
 
   # The newest state is damaged: --resume continues from the one before and
   # redoes the last round, to the same result.
   _corrupt_state(out, 3)
-  resume = dataclasses.replace(config, resume=True)
-  again = experiment.run_experiment(resume, data_cache=data_cache,
+  resume = config.replace(resume=True)
+  again = run.run_experiment(resume, data_cache=data_cache,
                                     algorithm_cache=algorithm_cache)
   assert again['final_accuracy'] == first['final_accuracy']
   assert _columns(os.path.join(out, results.METRICS_CSV)) == rows
@@ -314,7 +318,7 @@ def test_corrupt_checkpoint_falls_back_to_an_earlier_one(tmp_path, caches):
   # fallback), still to the same result.
   for r in (1, 2, 3):
     _corrupt_state(out, r)
-  again = experiment.run_experiment(resume, data_cache=data_cache,
+  again = run.run_experiment(resume, data_cache=data_cache,
                                     algorithm_cache=algorithm_cache)
   assert again['final_accuracy'] == first['final_accuracy']
   assert _columns(os.path.join(out, results.METRICS_CSV)) == rows
@@ -325,9 +329,9 @@ def test_corrupt_flags_and_summary_files(tmp_path):
   out.mkdir()
   (out / results.FLAGS_JSON).write_text('{"rounds": 3, trunc')
   config = _small_config(str(out), resume=True)
-  with pytest.raises(experiment.UsageError,
+  with pytest.raises(config_lib.UsageError,
                      match=r'^--resume: .*flags.json is unreadable'):
-    experiment.check_output_dir(str(out), config.to_dict(), resume=True)
+    results.check_output_dir(str(out), config.to_dict(), resume=True)
   # A damaged summary.json is not taken for a finished run (it is redone).
   (out / results.SUMMARY_JSON).write_text('{"rounds_completed": 3')
-  assert not experiment.run_is_complete(str(out), config)
+  assert not results.run_is_complete(str(out), config)

@@ -18,7 +18,7 @@ import pytest
 
 import binary_utils  # tests/binary_utils.py
 
-from tff_hgb import results
+from tff_hgb.experiment import results
 
 REPO = binary_utils.REPO
 TIMEOUT = 240

@@ -8,19 +8,20 @@ import pytest
 from scipy import stats
 
 import binary_utils  # tests/binary_utils.py
-from tff_hgb import experiment
-from tff_hgb import results
-from tff_hgb import study
+from tff_hgb.experiment import config as config_lib
+from tff_hgb.experiment import results
+from tff_hgb.experiment import study
+from tff_hgb.experiment import study_report
 
 
 def test_paired_interval_is_the_paired_t_interval():
-  interval = study.paired_interval([0.3, 0.5, 0.7], [0.29, 0.48, 0.67])
+  interval = study_report.paired_interval([0.3, 0.5, 0.7], [0.29, 0.48, 0.67])
   # Differences 0.01, 0.02, 0.03: mean 0.02, sd 0.01, t(0.975, 2) = 4.3027.
   assert interval['mean'] == pytest.approx(0.02)
   half = 4.302653 * 0.01 / np.sqrt(3)
   assert interval['low'] == pytest.approx(0.02 - half, rel=1e-5)
   assert interval['high'] == pytest.approx(0.02 + half, rel=1e-5)
-  assert study.verdict(interval) == 'tie'
+  assert study_report.verdict(interval) == 'tie'
 
 
 @pytest.mark.parametrize('seed', range(20))
@@ -29,20 +30,20 @@ def test_interval_excludes_zero_exactly_when_the_paired_t_test_rejects(seed):
   n = int(rng.integers(2, 9))
   baseline = rng.uniform(0.5, 0.9, n)
   values = baseline + rng.normal(rng.uniform(-0.05, 0.05), 0.03, n)
-  interval = study.paired_interval(values, baseline)
+  interval = study_report.paired_interval(values, baseline)
   p_value = stats.ttest_rel(values, baseline).pvalue
-  assert (study.verdict(interval) != 'tie') == (p_value < 0.05)
-  if study.verdict(interval) == 'better':
+  assert (study_report.verdict(interval) != 'tie') == (p_value < 0.05)
+  if study_report.verdict(interval) == 'better':
     assert np.mean(values) > np.mean(baseline)
 
 
 def test_paired_interval_edge_cases():
-  assert study.paired_interval([], [])['mean'] is None
-  single = study.paired_interval([0.5], [0.4])
+  assert study_report.paired_interval([], [])['mean'] is None
+  single = study_report.paired_interval([0.5], [0.4])
   assert single['mean'] == pytest.approx(0.1) and single['low'] is None
-  assert study.verdict(single) == 'n/a'
+  assert study_report.verdict(single) == 'n/a'
   with pytest.raises(ValueError, match='paired'):
-    study.paired_interval([0.1, 0.2], [0.1])
+    study_report.paired_interval([0.1, 0.2], [0.1])
 
 
 def test_quick_study_selects_runs_reports_and_resumes(tmp_path):
@@ -71,7 +72,7 @@ def test_quick_study_selects_runs_reports_and_resumes(tmp_path):
              for r in hgb_runs)
   markdown = open(os.path.join(out, 'STUDY.md')).read()
   assert '**(chosen)**' in markdown and '95% t-interval' in markdown
-  expected = study.paired_interval(
+  expected = study_report.paired_interval(
       [r['final_accuracy'] for r in hgb_runs],
       [r['final_accuracy'] for r in rows[study.BASELINE]['runs']])
   assert f'{100 * expected["mean"]:+.2f} [' in markdown
@@ -89,7 +90,7 @@ def test_quick_study_selects_runs_reports_and_resumes(tmp_path):
 
 
 def test_report_only_needs_the_selection(tmp_path):
-  with pytest.raises(experiment.UsageError, match='report_only'):
+  with pytest.raises(config_lib.UsageError, match='report_only'):
     study.run_study(str(tmp_path), seeds=[0, 1], report_only=True,
                     log=lambda _: None)
 

@@ -1,4 +1,5 @@
-"""Where HGB helps: the study of ALGORITHM.md §5b (`make study`).
+"""Where HGB helps: the study of ALGORITHM.md §5b (`make study`): its settings,
+methods, the selection of the default `hgb` and the runs (report: study_report).
 
 Question: does OGR-driven blending beat fixed auxiliary uni-modal heads, does
 the client level (C-GB) help anywhere, and which configuration should the
@@ -14,7 +15,7 @@ the training pool; the test set only scores the final runs):
    study's `hgb` row, unchanged on every setting.
 2. Comparison. On every setting, every method (`methods(chosen)`) is tuned the
    same way and then run on `seeds` seeds at its chosen value, through
-   `experiment.run_comparison` (resumable: rerunning continues).
+   `comparison.run_comparison` (resumable: rerunning continues).
 3. Report. For each setting: each method's test accuracy (mean ± std), the
    paired per-seed difference to tuned fused FedAvg and to `fedavg_all_heads`
    with 95% t-intervals, rounds to target, effective number of clients, mean
@@ -35,10 +36,14 @@ import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
-from scipy import stats
 
-from tff_hgb import experiment
-from tff_hgb import results
+from tff_hgb.experiment import caches
+from tff_hgb.experiment import comparison as comparison_lib
+from tff_hgb.experiment import config as config_lib
+from tff_hgb.experiment import results
+from tff_hgb.experiment import study_report
+from tff_hgb.experiment import tuning
+
 
 # ---------------------------------------------------------------------------
 # Settings and methods.
@@ -128,8 +133,9 @@ CANDIDATES = (
            dict(fusion_weight_floor=_FLOOR, prior_momentum=0.5)),
 )
 
-BASELINE = 'fedavg'
-HEADS_CONTROL = 'fedavg_all_heads'
+# The rows every other method is paired with (study_report).
+BASELINE = study_report.BASELINE
+HEADS_CONTROL = study_report.HEADS_CONTROL
 
 
 # The controls that separate "flatter client weights" (fedavg_capped) and the
@@ -155,54 +161,14 @@ def methods(chosen: Method, setting: Optional[Setting] = None) -> list[Method]:
 
 
 def setting_config(setting: Setting, method: Method, *, output_dir: str,
-                   quick: bool = False) -> experiment.ExperimentConfig:
+                   quick: bool = False) -> config_lib.ExperimentConfig:
   values = dict(setting.overrides)
   if quick:
     values.update(rounds=3, tune_rounds=3, num_clients=4, eval_every=1,
                   tune='client_learning_rate:0.1,0.4')
-  return experiment.ExperimentConfig(
-      algorithm=method.algorithm,
-      hgb=tuple(sorted(method.hgb.items())),
-      algorithm_options=tuple(sorted(method.options.items())),
-      output_dir=output_dir, resume=True, **values)
-
-
-# ---------------------------------------------------------------------------
-# Statistics.
-# ---------------------------------------------------------------------------
-
-
-def paired_interval(values: Sequence[float], baseline: Sequence[float],
-                    confidence: float = 0.95) -> dict[str, Any]:
-  """Mean of values − baseline over paired seeds, with a t-interval.
-
-  Returns {'mean', 'low', 'high', 'n'}; low/high are None with fewer than two
-  pairs.
-  """
-  if len(values) != len(baseline):
-    raise ValueError(f'paired samples differ in length: {len(values)} vs '
-                     f'{len(baseline)}.')
-  diffs = np.asarray(values, np.float64) - np.asarray(baseline, np.float64)
-  n = len(diffs)
-  if n == 0:
-    return {'mean': None, 'low': None, 'high': None, 'n': 0}
-  mean = float(diffs.mean())
-  if n < 2:
-    return {'mean': mean, 'low': None, 'high': None, 'n': n}
-  half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) *
-               diffs.std(ddof=1) / math.sqrt(n))
-  return {'mean': mean, 'low': mean - half, 'high': mean + half, 'n': n}
-
-
-def verdict(interval: Mapping[str, Any]) -> str:
-  """'better' / 'worse' when the interval excludes 0, else 'tie'."""
-  if interval.get('low') is None:
-    return 'n/a'
-  if interval['low'] > 0:
-    return 'better'
-  if interval['high'] < 0:
-    return 'worse'
-  return 'tie'
+  return config_lib.ExperimentConfig.from_dict(dict(
+      values, algorithm=method.algorithm, hgb=method.hgb,
+      algorithm_options=method.options, output_dir=output_dir, resume=True))
 
 
 # ---------------------------------------------------------------------------
@@ -213,14 +179,15 @@ def verdict(interval: Mapping[str, Any]) -> str:
 def select_default(output_dir: str, *, settings: Sequence[Setting] = SETTINGS,
                    candidates: Sequence[Method] = CANDIDATES,
                    quick: bool = False,
+                   data_cache: Optional[caches.DataCache] = None,
                    log: Callable[[str], None] = print) -> dict[str, Any]:
   """Tunes each candidate on the selection settings; picks the best.
 
   Returns (and writes output_dir/selection.json) {'chosen': label, 'scores':
   {label: {setting: best validation accuracy, 'mean': ...}}}.
   """
-  data_cache = experiment.DataCache()
-  algorithm_cache = experiment.AlgorithmCache()
+  data_cache = data_cache or caches.DataCache()
+  algorithm_cache = caches.AlgorithmCache()
   scores = collections.OrderedDict()
   for candidate in candidates:
     per_setting = collections.OrderedDict()
@@ -229,8 +196,7 @@ def select_default(output_dir: str, *, settings: Sequence[Setting] = SETTINGS,
         continue
       config = setting_config(setting, candidate, output_dir=None,
                               quick=quick)
-      experiment.validate(config, needs_output_dir=False)
-      record = experiment.tune(
+      record = tuning.tune(
           config, tuning_path=os.path.join(output_dir, 'selection',
                                            setting.name, candidate.label,
                                            results.TUNING_JSON),
@@ -262,7 +228,7 @@ def collect(method_dir: str, algorithm: str, seeds: Sequence[int]
             ) -> list[dict[str, Any]]:
   """Per-seed results of one method (finished runs only)."""
   runs = []
-  algorithm_dir = os.path.join(method_dir, experiment.run_slug(algorithm))
+  algorithm_dir = os.path.join(method_dir, comparison_lib.run_slug(algorithm))
   for seed in seeds:
     run_dir = os.path.join(algorithm_dir, f'seed_{seed}')
     path = os.path.join(run_dir, results.SUMMARY_JSON)
@@ -278,6 +244,26 @@ def collect(method_dir: str, algorithm: str, seeds: Sequence[int]
           z[column[2:]] = _mean_of_column(rows, column)
     runs.append(dict(summary, z_split=z))
   return runs
+
+
+def _run_method(setting: Setting, method: Method,
+                base: config_lib.ExperimentConfig, seeds: Sequence[int], *,
+                tuning_path: str, selected_path: str,
+                data_cache: caches.DataCache,
+                log: Callable[[str], None]) -> None:
+  """One setting × method: a resumable comparison in base's output_dir."""
+  if (method.label == 'hgb' and base.run.tune and
+      os.path.exists(selected_path) and not os.path.exists(tuning_path)):
+    # The chosen candidate was tuned on this setting already (same
+    # configuration, grid, rounds and seed): reuse rather than redo.
+    os.makedirs(os.path.dirname(tuning_path), exist_ok=True)
+    results.atomic_write_json(tuning_path, results.read_json(selected_path))
+  log(f'== {setting.name} / {method.label}')
+  comparison = comparison_lib.ComparisonConfig(
+      base=base, algorithms=(method.algorithm,), seeds=tuple(seeds),
+      title=f'{setting.name} / {method.label}')
+  comparison_lib.run_comparison(comparison, output_dir=base.run.output_dir,
+                                resume=True, data_cache=data_cache, log=log)
 
 
 def run_study(output_dir: str, *, seeds: Sequence[int],
@@ -301,17 +287,19 @@ def run_study(output_dir: str, *, seeds: Sequence[int],
       while another process runs the study). Needs the selection done.
   """
   started = time.perf_counter()
+  data_cache = caches.DataCache()
   os.makedirs(output_dir, exist_ok=True)
   selection_path = os.path.join(output_dir, 'selection.json')
   if report_only:
     if not os.path.exists(selection_path):
-      raise experiment.UsageError(
+      raise config_lib.UsageError(
           'report_only', f'{selection_path} does not exist yet: the default '
           'is chosen first.')
     selection = results.read_json(selection_path)
   else:
     selection = select_default(output_dir, settings=settings,
-                               candidates=candidates, quick=quick, log=log)
+                               candidates=candidates, quick=quick,
+                               data_cache=data_cache, log=log)
   chosen = next(c for c in candidates if c.label == selection['chosen'])
   rows = collections.OrderedDict()
   for setting in settings:
@@ -323,7 +311,7 @@ def run_study(output_dir: str, *, seeds: Sequence[int],
       base = setting_config(setting, method, output_dir=method_dir,
                             quick=quick)
       tuning_path = os.path.join(method_dir,
-                                 experiment.run_slug(method.algorithm),
+                                 comparison_lib.run_slug(method.algorithm),
                                  results.TUNING_JSON)
       if report_only:
         if not os.path.isdir(method_dir):
@@ -331,19 +319,9 @@ def run_study(output_dir: str, *, seeds: Sequence[int],
       else:
         selected_path = os.path.join(output_dir, 'selection', setting.name,
                                      chosen.label, results.TUNING_JSON)
-        if (method.label == 'hgb' and base.tune and
-            os.path.exists(selected_path) and not os.path.exists(tuning_path)):
-          # The chosen candidate was tuned on this setting already (same
-          # configuration, grid, rounds and seed): reuse rather than redo.
-          os.makedirs(os.path.dirname(tuning_path), exist_ok=True)
-          results.atomic_write_json(tuning_path,
-                                    results.read_json(selected_path))
-        log(f'== {setting.name} / {method.label}')
-        experiment.run_comparison(
-            experiment.ComparisonConfig(
-                base=base, algorithms=(method.algorithm,), seeds=tuple(seeds),
-                title=f'{setting.name} / {method.label}'),
-            output_dir=method_dir, resume=True, log=log)
+        _run_method(setting, method, base, seeds, tuning_path=tuning_path,
+                    selected_path=selected_path, data_cache=data_cache,
+                    log=log)
       rows[setting.name][method.label] = {
           'method': method.describe(),
           'runs': collect(method_dir, method.algorithm, seeds),
@@ -356,137 +334,10 @@ def run_study(output_dir: str, *, seeds: Sequence[int],
                                  'selection': s.selection} for s in settings},
            'rows': rows, 'seconds': time.perf_counter() - started}
   study['complete'] = not report_only
-  markdown = study_markdown(study)
+  markdown = study_report.study_markdown(study)
   name = 'STUDY_PARTIAL.md' if report_only else 'STUDY.md'
   results.atomic_write_json(os.path.join(output_dir, name.replace(
       'STUDY', 'study').replace('.md', '.json')), study)
   results.atomic_write_text(os.path.join(output_dir, name), markdown)
   study['markdown'] = markdown
   return study
-
-
-# ---------------------------------------------------------------------------
-# Report.
-# ---------------------------------------------------------------------------
-
-
-def _pct(value) -> str:
-  return '—' if value is None else f'{100 * value:.2f}'
-
-
-def _interval_cell(interval: Mapping[str, Any]) -> str:
-  if interval.get('mean') is None:
-    return '—'
-  if interval.get('low') is None:
-    return f'{100 * interval["mean"]:+.2f}'
-  return (f'{100 * interval["mean"]:+.2f} [{100 * interval["low"]:+.2f}, '
-          f'{100 * interval["high"]:+.2f}] {verdict(interval)}')
-
-
-def _paired(runs, reference_runs, key='final_accuracy'):
-  by_seed = {r['seed']: r[key] for r in reference_runs}
-  pairs = [(r[key], by_seed[r['seed']]) for r in runs if r['seed'] in by_seed]
-  return paired_interval([p[0] for p in pairs], [p[1] for p in pairs])
-
-
-def _chosen_value(tuning) -> str:
-  if not tuning or not tuning.get('chosen'):
-    return '—'
-  chosen = tuning['chosen']
-  values = [v for c in tuning['candidates'] for v in c['values'].values()]
-  text = ', '.join(f'{v:g}' for v in chosen.values())
-  edge = any(v in (min(values), max(values)) for v in chosen.values())
-  return text + (' (edge)' if edge and len(set(values)) > 1 else '')
-
-
-def setting_table(setting_rows: Mapping[str, Mapping[str, Any]]
-                  ) -> tuple[list[str], dict[str, dict[str, Any]]]:
-  """Markdown lines of one setting and its paired intervals per method."""
-  baseline = setting_rows.get(BASELINE, {}).get('runs', [])
-  heads = setting_rows.get(HEADS_CONTROL, {}).get('runs', [])
-  lines = ['| method | lr | test top-1 (mean ± std) | − fedavg [95% CI] | '
-           '− fedavg_all_heads [95% CI] | best top-1 | rounds to target | '
-           'eff. clients | fusion z | z split |',
-           '|---|---|---|---|---|---|---|---|---|---|']
-  intervals = {}
-  for label, row in setting_rows.items():
-    runs = row['runs']
-    finals = [r['final_accuracy'] for r in runs]
-    mean = float(np.mean(finals)) if finals else None
-    std = float(np.std(finals, ddof=1)) if len(finals) > 1 else None
-    vs_base = _paired(runs, baseline)
-    vs_heads = _paired(runs, heads)
-    intervals[label] = {'fedavg': vs_base, 'fedavg_all_heads': vs_heads}
-    reached = [r['rounds_to_target'] for r in runs
-               if r.get('rounds_to_target') is not None]
-    rounds = ((f'{np.mean(reached):.1f}' if reached else '—') +
-              f' ({len(reached)}/{len(runs)})' if runs else '—')
-    eff = [r.get('effective_clients_mean') for r in runs
-           if r.get('effective_clients_mean') is not None]
-    fusion = [r.get('fusion_weight_mean') for r in runs
-              if r.get('fusion_weight_mean') is not None]
-    splits = collections.defaultdict(list)
-    for r in runs:
-      for head, value in (r.get('z_split') or {}).items():
-        if value is not None:
-          splits[head].append(value)
-    split = ', '.join(f'{h} {np.mean(v):.2f}' for h, v in sorted(
-        splits.items())) or '—'
-    bests = [r['best_accuracy'] for r in runs]
-    best = (f'{100 * np.mean(bests):.2f} ± {100 * np.std(bests, ddof=1):.2f}'
-            if len(bests) > 1 else '—')
-    cell = ('—' if mean is None else
-            f'{100 * mean:.2f} ± {100 * (std or 0):.2f} (n={len(finals)})')
-    lines.append(
-        f'| {label} | {_chosen_value(row.get("tuning"))} | {cell} | '
-        f'{"—" if label == BASELINE else _interval_cell(vs_base)} | '
-        f'{"—" if label == HEADS_CONTROL else _interval_cell(vs_heads)} | '
-        f'{best} | {rounds} | {f"{np.mean(eff):.1f}" if eff else "—"} | '
-        f'{f"{np.mean(fusion):.2f}" if fusion else "—"} | {split} |')
-  return lines, intervals
-
-
-def study_markdown(study: Mapping[str, Any]) -> str:
-  selection = study['selection']
-  lines = ['# Where HGB helps — study results', '',
-           'Made by `make study` (`python -m experiments.study '
-           '--output_dir=results/study`); every number below is in '
-           '`study.json` beside this file.', '',
-           '## Default `hgb`: chosen on validation data', '',
-           'Candidates tuned (client learning rate) on the selection settings '
-           'only; score = best mean validation fusion accuracy over the last '
-           f'{experiment.TUNE_EVALUATIONS} rounds, on data held out of the '
-           'training pool.', '',
-           '| candidate | configuration | ' + ' | '.join(
-               n for n, s in study['settings'].items() if s['selection']) +
-           ' | mean |',
-           '|---|---|' + '---|' * (1 + sum(
-               1 for s in study['settings'].values() if s['selection']))]
-  for label, per in selection['scores'].items():
-    marker = ' **(chosen)**' if label == selection['chosen'] else ''
-    lines.append(f'| {label}{marker} | {selection["candidates"][label]} | ' +
-                 ' | '.join(f'{100 * v:.2f}' for v in per.values()) + ' |')
-  lines += ['', '## Settings', '']
-  all_intervals = {}
-  for name, rows in study['rows'].items():
-    if not rows:
-      continue
-    info = study['settings'][name]
-    lines += [f'### {name}', '', info['description'] + '; ' + ', '.join(
-        f'{k} {v}' for k, v in info['overrides'].items()
-        if k not in ('dataset', 'partition', 'tune')) + '.', '']
-    table, intervals = setting_table(rows)
-    all_intervals[name] = intervals
-    lines += table + ['']
-  lines += ['Methods: ' + '; '.join(
-      f'{label} = {row["method"]}' for label, row in
-      next(iter(study['rows'].values()), {}).items()) + '.', '',
-            'Paired differences are in accuracy points, final-round test '
-            'top-1 (best top-1: the best round\'s test accuracy, for '
-            'context only — choosing a round by test accuracy is not a '
-            'valid estimate), seed by seed (seed = initial weights and local data '
-            'order), with a 95% t-interval; "better"/"worse" when the interval '
-            'excludes 0. lr = the tuned client learning rate ("edge": the '
-            'best value is at the grid\'s edge).', '']
-  study['intervals'] = all_intervals
-  return '\n'.join(lines)

@@ -1,0 +1,215 @@
+"""Caches of a harness session: each data set loaded and partitioned once, each
+algorithm built once per (data, configuration).
+
+`DataCache` is made by the caller (a binary) and handed to every entry point,
+so the data of a run is loaded once; `AlgorithmCache` reuses a built process
+across learning rates, which it sets as hyper-parameters (`initial_state`).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Mapping
+
+import numpy as np
+
+from tff_hgb import algorithms
+from tff_hgb.data import client_data as client_data_lib
+from tff_hgb.data import dataset as dataset_lib
+from tff_hgb.data import datasets
+from tff_hgb.data import partition as partition_lib
+from tff_hgb.experiment import config as config_lib
+
+DataError = dataset_lib.DataError
+TEST_PREFIX = 'test'
+VALIDATION_PREFIX = 'validation'
+
+
+# ---------------------------------------------------------------------------
+# Data.
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ExperimentData:
+  """The data of one run: pool, test (or tuning validation) set and clients."""
+
+  train_pool: dataset_lib.MultiModalDataset
+  evaluation_set: dataset_lib.MultiModalDataset
+  evaluation_prefix: str
+  partition: partition_lib.Partition
+  federated_data: client_data_lib.FederatedData
+
+  @property
+  def modality_names(self) -> list[str]:
+    return self.train_pool.modality_names
+
+
+class DataCache:
+  """Loads each data set once and partitions each (pool, scheme, seed) once."""
+
+  def __init__(self):
+    self._loaded = {}
+    self._partitioned = {}
+
+  def load(self, config: config_lib.ExperimentConfig):
+    spec = config.data
+    key = (spec.dataset, spec.test_fraction, spec.data_seed)
+    if key not in self._loaded:
+      try:
+        self._loaded[key] = datasets.load(
+            spec.dataset, test_fraction=spec.test_fraction,
+            seed=spec.data_seed)
+      except DataError as e:
+        raise config_lib.UsageError('dataset', str(e)) from None
+    return self._loaded[key]
+
+  def get(self, config: config_lib.ExperimentConfig, *, for_tuning: bool = False
+          ) -> ExperimentData:
+    """The run's data; for_tuning: pool minus a held-out validation part."""
+    spec, run = config.data, config.run
+    key = (spec.dataset, spec.test_fraction, spec.data_seed, spec.partition,
+           spec.num_clients, spec.alpha, spec.val_fraction,
+           spec.min_val_examples, run.seed,
+           for_tuning and run.tune_val_fraction)
+    if key in self._partitioned:
+      return self._partitioned[key]
+    train_pool, test = self.load(config)
+    evaluation_set, prefix = test, TEST_PREFIX
+    if for_tuning:
+      # Validation for tuning: held out of the TRAINING pool before
+      # partitioning (stratified by label, seeded); the test set is unused.
+      try:
+        train_pool, evaluation_set = datasets.hold_out_test(
+            train_pool, test_fraction=run.tune_val_fraction,
+            seed=run.seed + 7919)
+      except DataError as e:
+        raise config_lib.UsageError('tune_val_fraction', str(e)) from None
+      prefix = VALIDATION_PREFIX
+    try:
+      partition = partition_lib.make_partition(
+          train_pool, spec.partition, num_clients=spec.num_clients,
+          alpha=spec.alpha, val_fraction=spec.val_fraction,
+          min_val_examples=spec.min_val_examples, seed=run.seed)
+      federated = client_data_lib.FederatedData(train_pool, partition)
+    except DataError as e:
+      raise config_lib.UsageError(
+          'partition', f'{spec.partition} on {spec.dataset}: {e}') from None
+    data = ExperimentData(train_pool, evaluation_set, prefix, partition,
+                          federated)
+    if run.clients_per_round > len(federated.client_ids):
+      raise config_lib.UsageError(
+          'clients_per_round', f'{run.clients_per_round} > the '
+          f'{len(federated.client_ids)} clients of the {spec.partition} '
+          'partition.')
+    self._partitioned[key] = data
+    return data
+
+
+def check_algorithm(config: config_lib.ExperimentConfig,
+                    data: ExperimentData) -> None:
+  """uni:<m> can only be checked once the data's modalities are known."""
+  name = config.algorithm.name
+  if not algorithms.is_known(name, data.modality_names):
+    raise config_lib.UsageError(
+        'algorithm', f'unknown algorithm {name!r} for {config.data.dataset}; '
+        f'expected one of {algorithms.describe_names(data.modality_names)}.')
+
+
+# ---------------------------------------------------------------------------
+# Algorithms (built once per configuration; learning rates via hparams).
+# ---------------------------------------------------------------------------
+
+
+def _replace_learning_rates(hparams, client_lr: float, server_lr: float):
+  """hparams with every client_work/**/learning_rate and finalizer one set.
+
+  Returns None when the structure has no such entries (then the process must
+  be built with the learning rates instead).
+  """
+  found = {'client': 0, 'server': 0}
+
+  def visit(node, role):
+    if isinstance(node, Mapping):
+      out = collections.OrderedDict()
+      for key, value in node.items():
+        if key == 'learning_rate' and not isinstance(value, Mapping):
+          found[role] += 1
+          out[key] = np.asarray(
+              client_lr if role == 'client' else server_lr,
+              np.asarray(value).dtype)
+        else:
+          out[key] = visit(value, role)
+      return out
+    return node
+
+  if not isinstance(hparams, Mapping):
+    return None
+  replaced = collections.OrderedDict()
+  for key, value in hparams.items():
+    if key == 'client_work':
+      replaced[key] = visit(value, 'client')
+    elif key == 'finalizer':
+      replaced[key] = visit(value, 'server')
+    else:
+      replaced[key] = value
+  if found['client'] != 1 or found['server'] != 1:
+    return None
+  return replaced
+
+
+class AlgorithmCache:
+  """Builds each algorithm once per (data, configuration).
+
+  Learning rates are not part of the key when the process exposes them as
+  hyper-parameters (TFF's and our processes do): `initial_state` sets them
+  with `process.set_hparams`, so tuning a learning rate reuses one process.
+  A process depends on the seed through the model initialisation and the
+  data closures of the registry's `Algorithm`, so seeds still build their own.
+  """
+
+  def __init__(self, max_entries: int = 4):
+    self._entries: collections.OrderedDict = collections.OrderedDict()
+    self._max_entries = max_entries
+    self.builds = 0
+
+  def get(self, config: config_lib.ExperimentConfig, data: ExperimentData
+          ) -> algorithms.Algorithm:
+    base = config.algorithm_config()
+    key = (config.algorithm.name, id(data.federated_data),
+           dataclasses.replace(base, client_learning_rate=0.0,
+                               server_learning_rate=0.0))
+    if key in self._entries:
+      self._entries.move_to_end(key)
+      return self._entries[key][0]
+    algorithm = algorithms.build_algorithm(config.algorithm.name,
+                                           data.federated_data, base)
+    self.builds += 1
+    settable = _replace_learning_rates(
+        algorithm.process.get_hparams(algorithm.process.initialize()),
+        base.client_learning_rate, base.server_learning_rate) is not None
+    # A process without settable learning rates was built with this
+    # configuration's; it is not reused for another one.
+    if settable:
+      self._entries[key] = (algorithm, data)
+      while len(self._entries) > self._max_entries:
+        self._entries.popitem(last=False)
+    return algorithm
+
+
+def initial_state(algorithm: algorithms.Algorithm,
+                  config: config_lib.ExperimentConfig):
+  """process.initialize() with the configuration's learning rates set.
+
+  A process whose hyper-parameters hold no learning rates was built with the
+  configuration's (`AlgorithmCache.get`); its state is returned as it is.
+  """
+  process = algorithm.process
+  state = process.initialize()
+  hparams = _replace_learning_rates(process.get_hparams(state),
+                                    config.algorithm.client_learning_rate,
+                                    config.algorithm.server_learning_rate)
+  if hparams is None:
+    return state
+  return process.set_hparams(state, hparams)

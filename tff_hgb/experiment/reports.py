@@ -1,0 +1,285 @@
+"""Reports of finished runs: one run's summary, a comparison's table and plot.
+
+Reads rows and summaries (`results`); writes comparison.md/.png atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import tempfile
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+
+from tff_hgb.experiment import results
+
+
+# ---------------------------------------------------------------------------
+# One run's summary from its rows.
+# ---------------------------------------------------------------------------
+
+
+def _finite(value) -> bool:
+  return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def accuracy_curve(rows: Sequence[Mapping[str, Any]],
+                   column: str = results.TEST_FUSION_ACCURACY
+                   ) -> tuple[list[int], list[float]]:
+  """(rounds, values) of the rows where `column` was evaluated."""
+  points = [(int(r[results.ROUND]), float(r[column])) for r in rows
+            if _finite(r.get(column))]
+  return [p[0] for p in points], [p[1] for p in points]
+
+
+def summarize_rows(rows: Sequence[Mapping[str, Any]], *,
+                   target_accuracy: Optional[float],
+                   column: str = results.TEST_FUSION_ACCURACY
+                   ) -> dict[str, Any]:
+  """final/best accuracy, rounds to target and per-round medians of a run.
+
+  final_accuracy is the value at the last evaluated round; rounds_to_target the
+  first evaluated round whose accuracy is ≥ target_accuracy (None if never).
+  """
+  rounds, values = accuracy_curve(rows, column)
+  seconds = [float(r[results.SECONDS]) for r in rows
+             if _finite(r.get(results.SECONDS))]
+  summary = {
+      'rounds_completed': max((int(r[results.ROUND]) for r in rows), default=0),
+      'final_accuracy': values[-1] if values else None,
+      'best_accuracy': max(values) if values else None,
+      'best_round': rounds[int(np.argmax(values))] if values else None,
+      'rounds_to_target': None,
+      'seconds_per_round_median': (statistics.median(seconds)
+                                   if seconds else None),
+  }
+  if target_accuracy is not None:
+    for r, v in zip(rounds, values):
+      if v >= target_accuracy:
+        summary['rounds_to_target'] = r
+        break
+  for name, key in ((results.EFFECTIVE_CLIENTS, 'effective_clients_mean'),
+                    (results.FUSION_WEIGHT, 'fusion_weight_mean')):
+    series = [float(r[name]) for r in rows if _finite(r.get(name))]
+    if series:
+      summary[key] = float(np.mean(series))
+  return summary
+
+
+# ---------------------------------------------------------------------------
+# Comparisons: many runs (algorithms × seeds).
+# ---------------------------------------------------------------------------
+
+
+def _mean_std(values: Iterable[Optional[float]]):
+  values = [float(v) for v in values if _finite(v)]
+  if not values:
+    return None, None
+  return float(np.mean(values)), float(np.std(values))
+
+
+def aggregate(runs: Mapping[str, Sequence[Mapping[str, Any]]],
+              *, baselines: Sequence[str] = ()) -> dict[str, Any]:
+  """Per algorithm: means and spreads over its seeds' summary.json dicts.
+
+  Args:
+    runs: algorithm name → the summary dicts of its seeds.
+    baselines: the names ΔCR compares against (the fastest of them).
+
+  Returns:
+    {name: {final_accuracy_mean, final_accuracy_std, best_accuracy_mean,
+    best_accuracy_std, rounds_to_target_mean, rounds_to_target_reached,
+    seeds, seconds_per_round_median, effective_clients_mean,
+    fusion_weight_mean, missing_modality_accuracy: {m: mean}, tuned, delta_cr}}
+  """
+  table = {}
+  for name, summaries in runs.items():
+    summaries = list(summaries)
+    final_mean, final_std = _mean_std(s.get('final_accuracy')
+                                      for s in summaries)
+    best_mean, best_std = _mean_std(s.get('best_accuracy') for s in summaries)
+    reached = [s['rounds_to_target'] for s in summaries
+               if s.get('rounds_to_target') is not None]
+    seconds = [s.get('seconds_per_round_median') for s in summaries
+               if _finite(s.get('seconds_per_round_median'))]
+    row = {
+        'seeds': len(summaries),
+        'final_accuracy_mean': final_mean,
+        'final_accuracy_std': final_std,
+        'best_accuracy_mean': best_mean,
+        'best_accuracy_std': best_std,
+        'rounds_to_target_mean': float(np.mean(reached)) if reached else None,
+        'rounds_to_target_reached': len(reached),
+        'rounds_completed': max((s.get('rounds_completed') or 0
+                                 for s in summaries), default=0),
+        'seconds_per_round_median': (statistics.median(seconds)
+                                     if seconds else None),
+    }
+    for key in ('effective_clients_mean', 'fusion_weight_mean'):
+      mean, _ = _mean_std(s.get(key) for s in summaries)
+      if mean is not None:
+        row[key] = mean
+    missing = {}
+    for s in summaries:
+      for m, v in (s.get('missing_modality_accuracy') or {}).items():
+        missing.setdefault(m, []).append(v)
+    if missing:
+      row['missing_modality_accuracy'] = {
+          m: _mean_std(v)[0] for m, v in missing.items()}
+    tuned = [s.get('tuned') for s in summaries if s.get('tuned')]
+    if tuned:
+      row['tuned'] = tuned[0]
+    table[name] = row
+  baseline_rounds = [table[b]['rounds_to_target_mean'] for b in baselines
+                     if b in table and
+                     table[b]['rounds_to_target_mean'] is not None]
+  fastest = min(baseline_rounds) if baseline_rounds else None
+  for name, row in table.items():
+    row['is_baseline'] = (name in baselines) if baselines else None
+    if name in baselines or not baselines:
+      continue
+    ours = row['rounds_to_target_mean']
+    if ours is not None and fastest is not None:
+      row['delta_cr'] = fastest - ours
+    elif ours is not None and baselines:
+      # No baseline reached the target within the run: at least this many.
+      row['delta_cr_at_least'] = row['rounds_completed'] + 1 - ours
+  return table
+
+
+def pct(value, std=None) -> str:
+  if value is None:
+    return '—'
+  if std is None:
+    return f'{100 * value:.2f}'
+  return f'{100 * value:.2f} ± {100 * std:.2f}'
+
+
+def _number(value, digits=1) -> str:
+  return '—' if value is None else f'{value:.{digits}f}'
+
+
+def delta_cr_cell(row: Mapping[str, Any]) -> str:
+  """ΔCR of a non-baseline row ('' for baselines, which have no ΔCR)."""
+  if 'delta_cr' in row:
+    return f'{row["delta_cr"]:+.1f}'
+  if 'delta_cr_at_least' in row:
+    return f'≥ {row["delta_cr_at_least"]:+.1f}'
+  if row.get('is_baseline') is False:
+    return 'target not reached'
+  return ''
+
+
+def comparison_markdown(table: Mapping[str, Mapping[str, Any]], *,
+                        target_accuracy: Optional[float],
+                        title: str = 'Comparison',
+                        centralized: Optional[Mapping[str, Any]] = None,
+                        notes: Sequence[str] = ()) -> str:
+  """The comparison table (the paper's Table II layout) as Markdown."""
+  modalities = sorted({m for row in table.values()
+                       for m in row.get('missing_modality_accuracy', {})})
+  header = ['algorithm', 'seeds', 'final top-1 (%)', 'best top-1 (%)',
+            'rounds to target', 'ΔCR', 'effective clients',
+            'mean fusion weight', 's/round', 'tuned']
+  header += [f'without {m} (%)' for m in modalities]
+  lines = [f'# {title}', '']
+  if target_accuracy is not None:
+    lines.append(f'Target accuracy: {100 * target_accuracy:.1f}% (test fusion '
+                 'top-1). Mean ± std over seeds. ΔCR = rounds to target of the '
+                 'fastest baseline minus this row\'s ("≥" when no baseline '
+                 'reached the target).')
+    lines.append('')
+  lines.append('| ' + ' | '.join(header) + ' |')
+  lines.append('|' + '---|' * len(header))
+  for name, row in table.items():
+    rounds = row.get('rounds_to_target_mean')
+    rounds_text = ('—' if rounds is None else
+                   f'{rounds:.1f} ({row["rounds_to_target_reached"]}/'
+                   f'{row["seeds"]})')
+    delta = delta_cr_cell(row)
+    tuned = ', '.join(f'{k}={v:g}' if isinstance(v, (int, float)) else
+                      f'{k}={v}' for k, v in (row.get('tuned') or {}).items())
+    cells = [f'`{name}`', str(row['seeds']),
+             pct(row['final_accuracy_mean'], row['final_accuracy_std']),
+             pct(row['best_accuracy_mean'], row['best_accuracy_std']),
+             rounds_text, delta,
+             _number(row.get('effective_clients_mean')),
+             _number(row.get('fusion_weight_mean'), 3),
+             _number(row.get('seconds_per_round_median'), 2),
+             tuned]
+    missing = row.get('missing_modality_accuracy', {})
+    cells += [pct(missing.get(m)) for m in modalities]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  if centralized:
+    cells = ['centralized (fused loss)', str(centralized.get('seeds', '')),
+             pct(centralized.get('final_accuracy_mean'),
+                  centralized.get('final_accuracy_std')),
+             pct(centralized.get('best_accuracy_mean'),
+                  centralized.get('best_accuracy_std')),
+             '', '', '', '', '', '']
+    cells += [''] * len(modalities)
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  if notes:
+    lines.append('')
+    lines.extend(f'- {n}' for n in notes)
+  return '\n'.join(lines) + '\n'
+
+
+def plot_comparison(curves: Mapping[str, Sequence[tuple[Sequence[int],
+                                                        Sequence[float]]]],
+                    path: str, *, title: str = 'Test accuracy',
+                    target_accuracy: Optional[float] = None,
+                    centralized: Optional[float] = None) -> None:
+  """Accuracy vs round: one line per algorithm (mean over seeds, min–max band).
+
+  Args:
+    curves: name → one (rounds, accuracies) pair per seed.
+    path: the .png to write (atomically).
+    title: plot title.
+    target_accuracy: drawn as a dotted line when given.
+    centralized: the centralized reference accuracy, drawn as a dashed line.
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  figure, axes = plt.subplots(figsize=(7, 4.5))
+  for name, seeds in curves.items():
+    seeds = [s for s in seeds if len(s[0])]
+    if not seeds:
+      continue
+    common = sorted(set.intersection(*[set(s[0]) for s in seeds]))
+    if not common:
+      continue
+    values = np.array([[dict(zip(r, v))[c] for c in common] for r, v in seeds])
+    mean = values.mean(axis=0)
+    line, = axes.plot(common, 100 * mean, label=name, linewidth=1.6)
+    if len(seeds) > 1:
+      axes.fill_between(common, 100 * values.min(axis=0),
+                        100 * values.max(axis=0), color=line.get_color(),
+                        alpha=0.15, linewidth=0)
+  if target_accuracy is not None:
+    axes.axhline(100 * target_accuracy, color='grey', linestyle=':',
+                 linewidth=1, label='target')
+  if centralized is not None:
+    axes.axhline(100 * centralized, color='black', linestyle='--',
+                 linewidth=1, label='centralized')
+  axes.set_xlabel('round')
+  axes.set_ylabel('test top-1 accuracy (%), fusion head')
+  axes.set_title(title)
+  axes.grid(alpha=0.3)
+  axes.legend(fontsize=8, loc='lower right')
+  figure.tight_layout()
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, temp = tempfile.mkstemp(dir=directory, suffix='.png')
+  os.close(fd)
+  try:
+    figure.savefig(temp, dpi=110)
+    os.replace(temp, path)
+  finally:
+    plt.close(figure)
+    if os.path.exists(temp):
+      os.unlink(temp)
