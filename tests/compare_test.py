@@ -127,3 +127,55 @@ def test_paper_tables_quick_and_resumable(tmp_path):
   assert code == 0, stderr[-3000:]
   assert time.monotonic() - started < 60
   assert again.split('## Table I')[1] == stdout.split('## Table I')[1]
+
+
+def test_report_names_the_partitions_clients_and_tuned_edges(tmp_path):
+  """watch/natural has one client per subject, whatever --num_clients says."""
+  from tff_hgb.data import datasets  # pylint: disable=g-import-not-at-top
+  from tff_hgb.data import partition  # pylint: disable=g-import-not-at-top
+  train, _ = datasets.load('watch')
+  subjects = len(partition.make_partition(train, 'natural').clients)
+  assert subjects != 3
+  out = str(tmp_path / 'cmp')
+  base = config_lib.ExperimentConfig.from_dict(dict(
+      algorithm='fedavg', dataset='watch', partition='natural',
+      num_clients=3, rounds=1, tune_rounds=3, batch_size=16,
+      tune='client_learning_rate:0.1,0.2', progress=False, output_dir=out))
+  comparison = comparison_lib.ComparisonConfig(
+      base=base, algorithms=('fedavg',), seeds=(0,))
+  summary = comparison_lib.run_comparison(comparison, output_dir=out,
+                                          log=lambda _: None)
+  assert summary['num_clients'] == subjects
+  stored = results.read_json(os.path.join(out, 'summary.json'))
+  assert stored['num_clients'] == subjects
+  run = results.read_json(os.path.join(out, 'fedavg', 'seed_0',
+                                       'summary.json'))
+  assert run['num_clients'] == subjects
+  title = f'# watch / natural: {subjects} clients, 1 rounds, 1 seed(s)'
+  markdown = open(os.path.join(out, 'comparison.md')).read()
+  assert markdown.splitlines()[0] == title
+  # Of a grid of two values, the chosen one is always on an edge.
+  chosen = stored['tuned']['fedavg']['client_learning_rate']
+  assert stored['tuned_edge'] == {'fedavg': ['client_learning_rate']}
+  assert stored['algorithms']['fedavg']['tuned_edge'] == [
+      'client_learning_rate']
+  assert f'client_learning_rate={chosen:g} (edge)' in markdown
+
+
+def test_edge_fields_of_a_tuning_record():
+  from tff_hgb.experiment import reports  # pylint: disable=g-import-not-at-top
+
+  def record(chosen, grid):
+    return {'chosen': chosen,
+            'candidates': [{'values': v, 'score': 0.5} for v in grid]}
+
+  grid = [{'lr': lr, 'e': e} for lr in (0.1, 0.2, 0.4) for e in (1, 2)]
+  assert reports.edge_fields(record({'lr': 0.2, 'e': 1}, grid)) == ['e']
+  assert reports.edge_fields(record({'lr': 0.4, 'e': 2}, grid)) == ['lr', 'e']
+  assert reports.edge_fields(
+      record({'lr': 0.2}, [{'lr': 0.1}, {'lr': 0.2}, {'lr': 0.4}])) == []
+  assert reports.edge_fields(
+      record({'lr': 0.1}, [{'lr': 0.1}, {'lr': 0.2}, {'lr': 0.4}])) == ['lr']
+  assert reports.edge_fields(record({'lr': 0.1}, [{'lr': 0.1}])) == []
+  assert reports.edge_fields(None) == []
+  assert reports.tuned_text({'lr': 0.4, 'e': 2}, ['lr']) == 'lr=0.4 (edge), e=2'

@@ -131,6 +131,10 @@ def run_comparison(comparison: ComparisonConfig, *, output_dir: str,
     if name != BEST_UNIMODAL:
       config = base.replace(algorithm=name, seed=comparison.seeds[0])
       caches.check_algorithm(config, data_cache.get(config))
+  # The partition's real number of clients (--num_clients is ignored by a
+  # natural partition, which has one client per subject/speaker).
+  num_clients = len(data_cache.get(base.replace(
+      seed=comparison.seeds[0])).federated_data.client_ids)
   os.makedirs(output_dir, exist_ok=True)
   results.atomic_write_json(os.path.join(output_dir, results.FLAGS_JSON), flags)
   algorithm_cache = caches.AlgorithmCache()
@@ -138,6 +142,7 @@ def run_comparison(comparison: ComparisonConfig, *, output_dir: str,
   summaries: dict[str, list] = collections.OrderedDict()
   curves: dict[str, list] = collections.OrderedDict()
   tuned_values: dict[str, Any] = {}
+  tuned_edges: dict[str, list[str]] = {}
   names = list(comparison.algorithms)
   if BEST_UNIMODAL in names:
     choice, scores = reference.best_unimodal(
@@ -154,6 +159,7 @@ def run_comparison(comparison: ComparisonConfig, *, output_dir: str,
       record = _tune(config, algorithm_dir, data_cache, algorithm_cache,
                      resume=resume, log=log)
       tuned = tuned_values[name] = record['chosen']
+      tuned_edges[name] = reports.edge_fields(record)
     summaries[name], curves[name] = _run_seeds(
         config, comparison.seeds, algorithm_dir, data_cache, algorithm_cache,
         tuned=tuned, record=record, resume=resume, log=log)
@@ -166,14 +172,18 @@ def run_comparison(comparison: ComparisonConfig, *, output_dir: str,
         learning_rates=reference.client_learning_rate_grid(base), log=log)
   table = reports.aggregate(
       summaries, baselines=[n for n in names if is_baseline(n)])
+  for name, edges in tuned_edges.items():
+    table[name]['tuned_edge'] = edges
   seconds = time.perf_counter() - started
   summary = {
       'dataset': base.data.dataset, 'partition': base.data.partition,
-      'rounds': base.run.rounds, 'num_clients': base.data.num_clients,
+      'rounds': base.run.rounds, 'num_clients': num_clients,
       'clients_per_round': base.run.clients_per_round,
       'seeds': list(comparison.seeds),
       'target_accuracy': base.run.target_accuracy,
       'tune': base.run.tune, 'tuned': tuned_values,
+      # Per algorithm, the tuned fields whose value is on its grid's edge.
+      'tuned_edge': tuned_edges,
       'algorithms': table,
       'centralized': central,
       'seconds': seconds,
@@ -182,7 +192,7 @@ def run_comparison(comparison: ComparisonConfig, *, output_dir: str,
   results.atomic_write_json(os.path.join(output_dir, results.SUMMARY_JSON),
                             summary)
   summary['markdown'] = _write_report(comparison, output_dir, table, central,
-                                      curves, seconds)
+                                      curves, seconds, num_clients)
   return summary
 
 
@@ -219,12 +229,12 @@ def _run_seeds(config: config_lib.ExperimentConfig, seeds, algorithm_dir: str,
 
 
 def _write_report(comparison: ComparisonConfig, output_dir: str, table,
-                  central, curves, seconds: float) -> str:
+                  central, curves, seconds: float, num_clients: int) -> str:
   """comparison.md and comparison.png; returns the markdown."""
   base = comparison.base
   title = comparison.title or (
       f'{base.data.dataset} / {base.data.partition}: '
-      f'{base.data.num_clients} clients, {base.run.rounds} rounds, '
+      f'{num_clients} clients, {base.run.rounds} rounds, '
       f'{len(comparison.seeds)} seed(s)')
   notes = [f'Local epochs {base.algorithm.local_epochs}, batch '
            f'{base.algorithm.batch_size}, clients per round '

@@ -93,6 +93,7 @@ def run_paper_tables(base: config_lib.ExperimentConfig, *,
     {'settings': {scheme: comparison summary}, 'centralized': {set: row},
     'markdown': RESULTS.md text}.
   """
+  results.claim_output_dir(output_dir)  # Its comparisons are inside it.
   tables = sorted(set(tables))
   data_cache = caches.DataCache()
   train_pool, _ = data_cache.load(base)

@@ -172,6 +172,38 @@ def delta_cr_cell(row: Mapping[str, Any]) -> str:
   return ''
 
 
+def edge_fields(record: Optional[Mapping[str, Any]]) -> list[str]:
+  """The tuned fields whose chosen value lies on the edge of its grid.
+
+  A value on the edge (the smallest or largest tried, of a grid of more than
+  one value) says the grid may be too narrow: the optimum may lie outside it.
+
+  Args:
+    record: a tuning record (tuning.json: 'chosen' field → value and
+      'candidates', each with its 'values'), or None.
+
+  Returns:
+    The fields on the edge, in the order of 'chosen' (empty without tuning).
+  """
+  if not record or not record.get('chosen'):
+    return []
+  edges = []
+  for field, value in record['chosen'].items():
+    grid = {c['values'][field] for c in record.get('candidates', ())
+            if field in c['values']}
+    if len(grid) > 1 and value in (min(grid), max(grid)):
+      edges.append(field)
+  return edges
+
+
+def tuned_text(tuned: Optional[Mapping[str, Any]],
+               edges: Sequence[str] = ()) -> str:
+  """'field=value, ...' with ' (edge)' beside the values on their grid's edge."""
+  return ', '.join(
+      (f'{k}={v:g}' if isinstance(v, (int, float)) else f'{k}={v}') +
+      (' (edge)' if k in edges else '') for k, v in (tuned or {}).items())
+
+
 def comparison_markdown(table: Mapping[str, Mapping[str, Any]], *,
                         target_accuracy: Optional[float],
                         title: str = 'Comparison',
@@ -199,8 +231,7 @@ def comparison_markdown(table: Mapping[str, Mapping[str, Any]], *,
                    f'{rounds:.1f} ({row["rounds_to_target_reached"]}/'
                    f'{row["seeds"]})')
     delta = delta_cr_cell(row)
-    tuned = ', '.join(f'{k}={v:g}' if isinstance(v, (int, float)) else
-                      f'{k}={v}' for k, v in (row.get('tuned') or {}).items())
+    tuned = tuned_text(row.get('tuned'), row.get('tuned_edge', ()))
     cells = [f'`{name}`', str(row['seeds']),
              pct(row['final_accuracy_mean'], row['final_accuracy_std']),
              pct(row['best_accuracy_mean'], row['best_accuracy_std']),

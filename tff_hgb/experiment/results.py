@@ -19,6 +19,8 @@ A run directory holds:
   summary.json      final/best accuracy, rounds to target, missing-modality
                     accuracies, chosen tuned values (`summarize_rows` + extras)
   state/            program state (`tff.program.FileProgramStateManager`)
+  .lock             the pid of the run writing here, flock-ed while it runs
+                    (`claim_output_dir`: one run per directory)
 
 A comparison directory (experiments/compare.py) holds one run directory per
 algorithm and seed, and `comparison.md`, `comparison.png` and `summary.json`
@@ -28,11 +30,14 @@ algorithm and seed, and `comparison.md`, `comparison.png` and `summary.json`
 from __future__ import annotations
 
 import csv
+import errno
+import fcntl
 import io
 import json
 import math
 import os
 import tempfile
+import time
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -50,6 +55,7 @@ TENSORBOARD_DIR = 'tensorboard'
 STATE_DIR = 'state'
 COMPARISON_MD = 'comparison.md'
 COMPARISON_PNG = 'comparison.png'
+LOCK = '.lock'
 
 # Column names shared by the training loop and the readers below.
 ROUND = 'round'
@@ -254,10 +260,65 @@ class RunWriter:
 # ---------------------------------------------------------------------------
 
 
+# Directories this process holds (absolute path → the open, flock-ed lock
+# file). Kept open for the process's life: the kernel drops the lock when the
+# process ends, however it ends, so a killed run never blocks --resume.
+_HELD: dict[str, Any] = {}
+
+
+def _holder_pid(lock_path: str) -> str:
+  """The pid written in a lock file (the holder writes it just after locking)."""
+  for _ in range(20):
+    try:
+      with open(lock_path, encoding='ascii') as f:
+        text = f.read().strip()
+    except OSError:
+      text = ''
+    if text:
+      return text
+    time.sleep(0.025)
+  return 'unknown'
+
+
+def claim_output_dir(output_dir: str) -> None:
+  """Makes this process the only run writing into `output_dir`, for its life.
+
+  An exclusive `fcntl.flock` on output_dir/.lock (which holds the owner's pid).
+  Claiming a directory this process already holds, or one inside it (a
+  comparison's run directories), does nothing.
+
+  Raises:
+    config_lib.UsageError naming --output_dir and the other run's pid.
+  """
+  path = os.path.abspath(output_dir)
+  for held in _HELD:
+    if path == held or path.startswith(held.rstrip(os.sep) + os.sep):
+      return
+  os.makedirs(path, exist_ok=True)
+  lock_path = os.path.join(path, LOCK)
+  fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)  # Not inherited.
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError as e:
+    os.close(fd)
+    if e.errno not in (errno.EAGAIN, errno.EACCES):
+      raise
+    raise config_lib.UsageError(
+        'output_dir', f'{output_dir} is in use by another run (pid '
+        f'{_holder_pid(lock_path)}); wait for it or choose another '
+        'directory.') from None
+  os.ftruncate(fd, 0)
+  os.pwrite(fd, f'{os.getpid()}\n'.encode('ascii'), 0)
+  _HELD[path] = fd
+
+
 def check_output_dir(output_dir: str, flags: Mapping[str, Any], *,
                      resume: bool,
                      ignore: Sequence[str] = _NON_SEMANTIC_FIELDS) -> None:
-  """Refuses a directory holding another run (or, with resume, a different one).
+  """Claims output_dir; refuses it if it holds another run (or a different one).
+
+  The claim (`claim_output_dir`) comes first, so a directory another run is
+  writing is reported as in use.
 
   Args:
     output_dir: the run's directory.
@@ -280,6 +341,9 @@ def check_output_dir(output_dir: str, flags: Mapping[str, Any], *,
         'output_dir', f'cannot create {output_dir}: {existing} is a file.')
   if not os.access(existing, os.W_OK | os.X_OK):
     raise config_lib.UsageError('output_dir', f'{existing} is not writable.')
+  # Before anything is read or written: a directory another run is writing is
+  # refused as in use (not as "already holds a run", nor half-resumed).
+  claim_output_dir(output_dir)
   markers = [n for n in (FLAGS_JSON, METRICS_CSV,
                          SUMMARY_JSON, STATE_DIR)
              if os.path.exists(os.path.join(output_dir, n))]

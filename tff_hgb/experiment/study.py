@@ -288,6 +288,8 @@ def run_study(output_dir: str, *, seeds: Sequence[int],
   """
   started = time.perf_counter()
   data_cache = caches.DataCache()
+  if not report_only:  # A report reads while the study's own process runs.
+    results.claim_output_dir(output_dir)
   os.makedirs(output_dir, exist_ok=True)
   selection_path = os.path.join(output_dir, 'selection.json')
   if report_only:

@@ -12,6 +12,7 @@ import numpy as np
 from scipy import stats
 
 from tff_hgb.experiment import config as config_lib
+from tff_hgb.experiment import reports
 
 # The rows of a setting's table that every method is paired with.
 BASELINE = 'fedavg'
@@ -83,11 +84,8 @@ def _paired(runs, reference_runs, key='final_accuracy'):
 def _chosen_value(tuning) -> str:
   if not tuning or not tuning.get('chosen'):
     return '—'
-  chosen = tuning['chosen']
-  values = [v for c in tuning['candidates'] for v in c['values'].values()]
-  text = ', '.join(f'{v:g}' for v in chosen.values())
-  edge = any(v in (min(values), max(values)) for v in chosen.values())
-  return text + (' (edge)' if edge and len(set(values)) > 1 else '')
+  text = ', '.join(f'{v:g}' for v in tuning['chosen'].values())
+  return text + (' (edge)' if reports.edge_fields(tuning) else '')
 
 
 def setting_table(setting_rows: Mapping[str, Mapping[str, Any]]
