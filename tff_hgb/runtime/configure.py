@@ -1,6 +1,6 @@
 """The one call binaries make to choose where TFF computations run.
 
-    description = configure_runtime()                              # in-process; listens on nothing
+    description = configure_runtime()                              # in-process, no port
     description = configure_runtime('tff')                         # one owned local worker
     description = configure_runtime('tff', local_workers=4)        # rounds split over 4 local workers
     description = configure_runtime('tff', workers=['h1:8000', 'h2:8000'])  # other machines
@@ -17,9 +17,10 @@ The default (runtime=None) is 'inprocess', or 'tff' when `workers` or
 `worker_binary` listens unauthenticated on all interfaces (docs/RELIABILITY.md,
 "Security").
 
-With runtime='inprocess' (the default), call `configure_runtime` before anything initialises
-TensorFlow's devices (building datasets, models or processes): logical CPU
-devices and GPU memory growth can only be set before that.
+With runtime='inprocess' (the default), call `configure_runtime` before
+anything initialises TensorFlow's devices (building datasets, models or
+processes): logical CPU devices and GPU memory growth can only be set before
+that.
 """
 
 from __future__ import annotations
