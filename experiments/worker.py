@@ -12,32 +12,29 @@ this process, even after `kill -9`.
 
 SECURITY: a TFF worker accepts unauthenticated gRPC connections, and whoever
 reaches its port can run arbitrary TensorFlow code (file and network access
-included) as this user. `worker_binary` has no bind-address option: it listens
-on ALL interfaces (`*:<port>`) whatever --host says. --host (default 127.0.0.1)
-is only the address this worker is meant to be reached at (printed in the READY
-line, used for the readiness check). Keep the port closed to anything but the
-driver (a firewall rule, a private network or an SSH tunnel:
-`ssh -L 8000:127.0.0.1:8000 workerhost` and then `--workers=127.0.0.1:8000`).
-A --host that is not a loopback address gets a loud warning.
+included) as this user. TFF 0.87's `worker_binary` has no bind-address flag (it
+listens on `[::]:<port>`, every IPv4 and IPv6 interface) whatever --host says,
+so it prints a one-line warning when it starts. --host (default 127.0.0.1) is
+only the address printed in the READY line. Keep the port closed to anything
+but the driver: firewall it and reach it through an SSH tunnel
+(docs/RELIABILITY.md, "Security", has the recipe).
 """
 
 from __future__ import annotations
 
-import getpass
 import signal
 import sys
 import threading
 
 from absl import app
 from absl import flags
-from absl import logging
 
 flags.DEFINE_integer('port', None, 'TCP port the worker serves on (1-65535).')
 flags.DEFINE_string(
     'host', '127.0.0.1',
-    'Address the driver uses to reach this worker. The binary listens on all '
-    'interfaces regardless (it has no bind-address option); a non-loopback '
-    'value is warned about.')
+    'Address the driver uses to reach this worker (printed in the READY '
+    'line). The binary listens on all interfaces regardless: it has no '
+    'bind-address option.')
 flags.DEFINE_integer(
     'max_concurrent_computation_calls', -1,
     'Client computations the worker runs at once (bounds memory); '
@@ -47,21 +44,6 @@ flags.DEFINE_string('log_file', None,
 flags.mark_flag_as_required('port')
 
 FLAGS = flags.FLAGS
-
-_EXPOSED_WARNING = """
-!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
-WARNING: --host={host} is not a loopback address. This TFF worker takes
-UNAUTHENTICATED connections on port {port} from ANY interface: anyone who can
-reach it can run arbitrary code as user {user} on this machine. Only run it on
-a trusted private network, or firewall port {port} to the driver's address.
-!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
-"""
-
-_LOOPBACK_NOTE = (
-    'note: worker_binary cannot bind to one address; it listens on all '
-    'interfaces (*:{port}). Keep port {port} firewalled if this host is '
-    'reachable from untrusted networks.')
-
 
 def _fail(message: str) -> None:
   print(f'worker: error: {message}', file=sys.stderr, flush=True)
@@ -80,14 +62,6 @@ def main(argv) -> None:
                                          '--host/--port')
   except ValueError as e:
     _fail(str(e))
-  user = getpass.getuser()
-  if configure.is_loopback(host):
-    print(_LOOPBACK_NOTE.format(port=port), file=sys.stderr, flush=True)
-  else:
-    print(_EXPOSED_WARNING.format(host=host, port=port, user=user),
-          file=sys.stderr, flush=True)
-    logging.warning('TFF worker exposed on --host=%s port %d without '
-                    'authentication.', host, port)
 
   stop = threading.Event()
   received = []
@@ -103,6 +77,7 @@ def main(argv) -> None:
 
   worker = None
   try:
+    # Prints the one-line all-interfaces warning (workers.start_worker).
     worker = workers.start_worker(
         port=port, host=host,
         max_concurrent_computation_calls=FLAGS.max_concurrent_computation_calls,

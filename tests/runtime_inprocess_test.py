@@ -472,6 +472,16 @@ def test_good_runtime_flags_are_normalised():
   assert config.max_clients_in_flight_per_device >= 1
 
 
+def test_default_runtime_opens_no_port_unless_workers_are_asked_for():
+  # In-process listens on nothing; workers exist only in TFF's runtime.
+  assert configure.validate_runtime_flags().runtime == 'inprocess'
+  assert configure.validate_runtime_flags(local_workers=2).runtime == 'tff'
+  assert configure.validate_runtime_flags(workers='h:8000').runtime == 'tff'
+  # A runtime that is named is kept (and then refuses the workers).
+  with pytest.raises(ValueError, match='--workers / --local_workers need'):
+    configure.validate_runtime_flags('inprocess', local_workers=2)
+
+
 # --- The package's coupling to TFF's internals. ------------------------------
 
 _PRIVATE_PACKAGES = ('tensorflow_federated.python', 'tensorflow.python')

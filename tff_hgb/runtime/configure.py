@@ -1,5 +1,6 @@
 """The one call binaries make to choose where TFF computations run.
 
+    description = configure_runtime()                              # in-process, no port
     description = configure_runtime('tff')                         # one owned local worker
     description = configure_runtime('tff', local_workers=4)        # rounds split over 4 local workers
     description = configure_runtime('tff', workers=['h1:8000', 'h2:8000'])  # other machines
@@ -11,9 +12,15 @@ loads data. `define_runtime_flags` / `configure_runtime_from_flags` give binarie
 the absl flags --runtime, --devices, --workers, --local_workers,
 --max_concurrent_computation_calls and --max_clients_in_flight_per_device.
 
-With runtime='inprocess', call `configure_runtime` before anything initialises
-TensorFlow's devices (building datasets, models or processes): logical CPU
-devices and GPU memory growth can only be set before that.
+The default (runtime=None) is 'inprocess', or 'tff' when `workers` or
+`local_workers` are given: the in-process runtime opens no port, while every TFF
+`worker_binary` listens unauthenticated on all interfaces (docs/RELIABILITY.md,
+"Security").
+
+With runtime='inprocess' (the default), call `configure_runtime` before
+anything initialises TensorFlow's devices (building datasets, models or
+processes): logical CPU devices and GPU memory growth can only be set before
+that.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from tff_hgb.runtime import inprocess
 from tff_hgb.runtime import local
 
 RUNTIMES = ('tff', 'inprocess')
+# No open port by default: TFF's worker_binary cannot bind to loopback only.
+DEFAULT_RUNTIME = 'inprocess'
 DEFAULT_MAX_CONCURRENT_COMPUTATION_CALLS = (
     local.DEFAULT_MAX_CONCURRENT_COMPUTATION_CALLS)
 
@@ -39,7 +48,7 @@ _HOSTNAME = re.compile(
 class RuntimeConfig:
   """Validated runtime arguments."""
 
-  runtime: str = 'tff'
+  runtime: str = DEFAULT_RUNTIME
   devices: Optional[Union[str, tuple[str, ...]]] = None
   workers: tuple[str, ...] = ()
   local_workers: int = 0
@@ -83,15 +92,6 @@ def _is_ipv4(host: str) -> bool:
     return False
 
 
-def is_loopback(host: str) -> bool:
-  if host.strip('[]') == 'localhost':
-    return True
-  try:
-    return ipaddress.ip_address(host.strip('[]')).is_loopback
-  except ValueError:
-    return False
-
-
 def _as_list(value, flag: str) -> list[str]:
   if value is None:
     return []
@@ -102,8 +102,22 @@ def _as_list(value, flag: str) -> list[str]:
   raise ValueError(f'{flag}: expected host:port,... got {value!r}.')
 
 
+def resolve_runtime(runtime: Optional[str], workers=(),
+                    local_workers=0) -> str:
+  """The runtime to use: `runtime`, or when None the default for the others.
+
+  Workers only exist in TFF's runtime, so asking for them without naming a
+  runtime means 'tff'; otherwise the default is 'inprocess' (no open port).
+  """
+  if runtime not in (None, ''):
+    return runtime
+  if _as_list(workers, '--workers') or local_workers:
+    return 'tff'
+  return DEFAULT_RUNTIME
+
+
 def validate_runtime_flags(
-    runtime: str = 'tff',
+    runtime: Optional[str] = None,
     devices: Optional[Union[str, Sequence[str]]] = None,
     workers: Union[str, Sequence[str], None] = (),
     local_workers: int = 0,
@@ -113,8 +127,9 @@ def validate_runtime_flags(
   """Checks runtime arguments (no side effects).
 
   Args:
-    runtime: 'tff' (TFF's C++ worker_binary; CPU only) or 'inprocess'
-      (TensorFlow in this process; uses GPUs).
+    runtime: 'tff' (TFF's C++ worker_binary; CPU only; listens on a port) or
+      'inprocess' (TensorFlow in this process; uses GPUs; opens no port).
+      None: 'tff' if `workers` or `local_workers` are given, else 'inprocess'.
     devices: inprocess only: 'cpu', 'cpu:N', 'gpu', 'gpu:N' or device names
       (list or comma-separated).
     workers: tff only: 'host:port' of running workers (list or comma-separated).
@@ -131,6 +146,7 @@ def validate_runtime_flags(
   Raises:
     ValueError: naming the flag, e.g. '--workers: ...'.
   """
+  runtime = resolve_runtime(runtime, workers, local_workers)
   if runtime not in RUNTIMES:
     raise ValueError(f'--runtime: unknown runtime {runtime!r}; expected one of '
                      f'{", ".join(RUNTIMES)}.')
@@ -191,7 +207,7 @@ def _show(value) -> str:
 
 
 def configure_runtime(
-    runtime: str = 'tff',
+    runtime: Optional[str] = None,
     devices: Optional[Union[str, Sequence[str]]] = None,
     workers: Union[str, Sequence[str], None] = (),
     local_workers: int = 0,
@@ -200,6 +216,8 @@ def configure_runtime(
 ) -> str:
   """Installs the TFF execution context the arguments ask for.
 
+  * runtime=None: 'tff' if `workers` or `local_workers` are given, else
+    'inprocess'.
   * runtime='tff', no workers: TFF's C++ runtime on one worker we own
     (`local.set_local_context`).
   * runtime='tff' with `workers` and/or `local_workers`: each round's clients
@@ -247,9 +265,12 @@ def define_runtime_flags() -> None:
     if name not in flags.FLAGS:
       getattr(flags, f'DEFINE_{kind}')(name, default, help_text)
 
-  define('string', 'runtime', 'tff',
-         "Where TFF computations run: 'tff' (TFF's C++ worker_binary, CPU "
-         "only) or 'inprocess' (TensorFlow in this process, uses GPUs).")
+  define('string', 'runtime', None,
+         "Where TFF computations run: 'inprocess' (TensorFlow in this "
+         "process, uses GPUs, opens no port) or 'tff' (TFF's C++ "
+         "worker_binary, CPU only; it listens unauthenticated on all "
+         "interfaces while the run lasts). Default: 'inprocess', or 'tff' "
+         "when --workers or --local_workers are given.")
   define('string', 'devices', None,
          "--runtime=inprocess: 'gpu', 'gpu:N', 'cpu', 'cpu:N' or device names "
          "('/device:GPU:0,/device:GPU:1'); default all GPUs, else the CPU.")

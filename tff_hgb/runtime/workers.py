@@ -10,7 +10,12 @@ starts goes through `start_worker`, which
   (`PR_SET_PDEATHSIG`), so even `kill -9` of Python leaves no worker behind;
 * never hands the worker our stdout/stderr (its log goes to a file or nowhere);
 * records the worker, so `stop_all_workers` (run at exit, on SIGTERM and on
-  Ctrl-C) stops it explicitly.
+  Ctrl-C) stops it explicitly;
+* prints one warning line to stderr: TFF 0.87's worker_binary has no
+  bind-address flag (its server listens on `[::]:<port>`, i.e. every IPv4 and
+  IPv6 interface, with insecure credentials), so it cannot be confined to
+  loopback and anyone who reaches the port can run TensorFlow code as this user
+  until it stops (docs/RELIABILITY.md, "Security").
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from __future__ import annotations
 import atexit
 import ctypes
 import dataclasses
+import getpass
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from typing import Optional
@@ -34,6 +41,11 @@ _PR_SET_PDEATHSIG = 1
 # many per-thread arenas); with 2 it grew by 15%, flat after round 40, and the
 # round time did not change beyond noise (docs/BENCHMARKS.md).
 DEFAULT_MALLOC_ARENA_MAX = 2
+_EXPOSED_WARNING = (
+    'warning: TFF worker_binary (pid {pid}) listens on *:{port} (all IPv4 and '
+    'IPv6 interfaces, no authentication) until it stops: anyone who can reach '
+    'port {port} can run code as user {user}; it cannot bind to loopback only, '
+    'so firewall the port (docs/RELIABILITY.md, "Security").')
 _LOCK = threading.Lock()
 _STARTED: list["WorkerProcess"] = []
 
@@ -109,8 +121,8 @@ def start_worker(
 
   Args:
     port: TCP port; an unused one is picked when None.
-    host: the address clients use to reach it (the binary itself listens on all
-      interfaces; see experiments/worker.py for the loopback-only launcher).
+    host: the address clients use to reach it; the binary itself listens on
+      all interfaces whatever this says (it has no bind-address flag).
     max_concurrent_computation_calls: bound on concurrent calls of one
       computation inside the worker (bounds memory); non-positive = no bound.
     log_path: file for the worker's own output; discarded when None.
@@ -145,7 +157,17 @@ def start_worker(
   worker = WorkerProcess(process=process, host=host, port=port)
   with _LOCK:
     _STARTED.append(worker)
+  # Said every time: the exposure lasts as long as this worker does.
+  print(_EXPOSED_WARNING.format(pid=process.pid, port=port, user=_user()),
+        file=sys.stderr, flush=True)
   return worker
+
+
+def _user() -> str:
+  try:
+    return getpass.getuser()
+  except Exception:  # pylint: disable=broad-except
+    return f'uid {os.getuid()}'  # No passwd entry (e.g. some containers).
 
 
 def wait_until_ready(worker_address: str, timeout: float = 60.0,
