@@ -10,6 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 
+import binary_utils  # tests/binary_utils.py
 import tff_hgb
 from tff_hgb import export
 from tff_hgb.data import datasets
@@ -159,3 +160,21 @@ def test_format_version_is_checked(exported_run, tmp_path, version, message):
   (target / export.SPEC_JSON).write_text(json.dumps(spec))
   with pytest.raises(export.ExportError, match=f'^{target} {message}'):
     tff_hgb.load_model(str(target))
+
+
+def test_binaries_name_an_unwritable_export_dir_in_one_line(tmp_path):
+  with _unwritable(tmp_path / 'locked') as locked:
+    code, _, stderr = binary_utils.run_binary('experiments.run_experiment', [
+        '--algorithm=fedavg', '--dataset=htad', '--rounds=1', '--noprogress',
+        f'--output_dir={tmp_path / "run"}', f'--export_dir={locked}/model'])
+  assert code == 1
+  errors = [l for l in stderr.splitlines() if l.startswith('error:')]
+  assert errors == [f'error: --export_dir: cannot export the model to '
+                    f'{locked}/model: {locked} is not writable.'], stderr
+  # compare exports each run into its own directory: the flag is refused.
+  code, _, stderr = binary_utils.run_binary('experiments.compare', [
+      f'--output_dir={tmp_path / "cmp"}', f'--export_dir={tmp_path}/m'])
+  assert code == 1
+  assert [l for l in stderr.splitlines() if l.startswith('error:')] == [
+      "error: --export_dir: compare exports each run's model into <its run "
+      "directory>/model; --export_dir is for run_experiment."], stderr
