@@ -9,10 +9,13 @@ import subprocess
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import binary_utils  # tests/binary_utils.py
 import tff_hgb
 from tff_hgb import export
+from tff_hgb import models
+from tff_hgb.data import dataset as dataset_lib
 from tff_hgb.data import datasets
 from tff_hgb.experiment import config as config_lib
 from tff_hgb.experiment import run
@@ -178,3 +181,38 @@ def test_binaries_name_an_unwritable_export_dir_in_one_line(tmp_path):
   assert [l for l in stderr.splitlines() if l.startswith('error:')] == [
       "error: --export_dir: compare exports each run's model into <its run "
       "directory>/model; --export_dir is for run_experiment."], stderr
+
+
+class _Scale(tf.keras.layers.Layer):
+  """A user's custom layer (in a custom encoder): Keras needs it to reload."""
+
+  def call(self, inputs):
+    return 2.0 * inputs
+
+
+def test_custom_layers_reload_with_custom_objects(tmp_path):
+  specs = [dataset_lib.ModalitySpec('a', 'vector', (3,)),
+           dataset_lib.ModalitySpec('b', 'vector', (2,))]
+
+  def encoder(x, feature_dim, seed):
+    return tf.keras.layers.Dense(
+        feature_dim, kernel_initializer=tf.keras.initializers.GlorotUniform(
+            seed))(_Scale()(x))
+
+  keras_model = models.build_keras_model(specs, 4, encoders={'a': encoder})
+  path = export.export_model(keras_model, str(tmp_path / 'm'),
+                             modalities=specs, class_names=list('wxyz'))
+  with pytest.raises(export.ExportError,
+                     match=f'^{tmp_path}/m/model.keras cannot be loaded '
+                     r'\(.*\); a model with custom layers needs '
+                     r'load_model\(path, custom_objects=\{name: class\}\)\.$'):
+    tff_hgb.load_model(path)
+  model = tff_hgb.load_model(path, custom_objects={'_Scale': _Scale})
+  inputs = {'a': np.random.default_rng(0).normal(size=(5, 3)),
+            'b': np.ones((5, 2))}
+  expected = keras_model(models.keras_inputs(
+      {'x': {m: tf.constant(v, tf.float32) for m, v in inputs.items()},
+       'mask': {m: tf.ones(5) for m in inputs}}))
+  np.testing.assert_allclose(model.logits(inputs)['fusion'],
+                             expected['fusion'].numpy(), rtol=1e-6)
+  assert model.normalization is None and model.class_names == list('wxyz')

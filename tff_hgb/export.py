@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+import tff_hgb
 from tff_hgb import models
 from tff_hgb.data import dataset as dataset_lib
 
@@ -101,6 +102,7 @@ def export_model(keras_model: tf.keras.Model, path: str, *,
               'std': np.asarray(normalization[n][1], np.float64).tolist()}
           for n in names if n in normalization},
       'metadata': dict(metadata or {}),
+      'tff_hgb_version': tff_hgb.__version__,
   }
   check_writable(path)
   try:
@@ -266,7 +268,12 @@ def load_model(path: str, *,
     keras_model = tf.keras.models.load_model(
         os.path.join(path, MODEL_FILE), custom_objects=custom_objects,
         compile=False)
-  except (OSError, ValueError) as e:
-    raise ExportError(f'{os.path.join(path, MODEL_FILE)} cannot be loaded: '
-                      f'{" ".join(str(e).split())}') from None
+  except Exception as e:  # pylint: disable=broad-except
+    # Keras reports an unknown custom layer as anything from ValueError to
+    # "TypeError: 'str' object is not callable"; say what usually fixes it.
+    raise ExportError(
+        f'{os.path.join(path, MODEL_FILE)} cannot be loaded '
+        f'({type(e).__name__}: {" ".join(str(e).split())}); a model with '
+        'custom layers needs load_model(path, custom_objects={name: '
+        'class}).') from None
   return ExportedModel(keras_model, spec)
