@@ -62,6 +62,7 @@ def comparison_from_flags() -> comparison_lib.ComparisonConfig:
     flags_lib.apply_preset(preset)
   # The base's algorithm is a stand-in: each run replaces it.
   config = flags_lib.config_from_flags('fedavg')
+  flags_lib.reject_export_dir('compare')
   seeds = parse_seeds(FLAGS.seeds, config.run.seed)
   return comparison_lib.ComparisonConfig(
       base=config, algorithms=tuple(FLAGS.algorithms), seeds=seeds,

@@ -76,6 +76,11 @@ flags.DEFINE_integer('checkpoint_every', _DEFAULTS['checkpoint_every'],
                      'Save program state every this many rounds (and after '
                      'the last).')
 flags.DEFINE_string('output_dir', None, 'Directory for the results.')
+flags.DEFINE_string('export_dir', None,
+                    'Where the final model goes (a Keras model and its '
+                    'modality specs, for tff_hgb.load_model); default '
+                    '<output_dir>/model. compare, paper_tables and study '
+                    'export each run into its own run directory\'s model/.')
 flags.DEFINE_bool('resume', False,
                   'Continue the run in --output_dir from its last saved '
                   'round (finished runs are kept).')
@@ -124,6 +129,14 @@ def config_from_flags(algorithm: str = '') -> config_lib.ExperimentConfig:
       if FLAGS[f].value is not None}
   return config_lib.ExperimentConfig.from_dict(dict(values,
                                                     algorithm=algorithm))
+
+
+def reject_export_dir(binary: str) -> None:
+  """--export_dir names one model's directory; a binary of many runs has none."""
+  if FLAGS.export_dir:
+    raise config_lib.UsageError(
+        'export_dir', f'{binary} exports each run\'s model into <its run '
+        'directory>/model; --export_dir is for run_experiment.')
 
 
 def apply_preset(preset: Mapping[str, Any]) -> None:

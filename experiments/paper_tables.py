@@ -47,6 +47,7 @@ def main(argv):
     if not tables or not set(tables) <= {1, 2, 3}:
       raise config_lib.UsageError('tables', 'expected numbers 1, 2, 3.')
     base = flags_lib.config_from_flags('fedavg')
+    flags_lib.reject_export_dir('paper_tables')
     config_lib.validate(base)
     seeds = tuple(range(base.run.seed, base.run.seed + seeds_count))
     flags_lib.start_runtime()

@@ -33,6 +33,7 @@ def main(argv):
   flags_lib.quiet_logs()
   with flags_lib.user_errors_exit():
     flags_lib.check_runtime_flags()
+    flags_lib.reject_export_dir('study')
     output_dir = FLAGS.output_dir
     if not output_dir:
       raise config_lib.UsageError('output_dir', 'is required.')

@@ -33,6 +33,7 @@ LAYER_OF_PREFIX = {
     'tff_hgb.hgb': CORE,
     'tff_hgb.process_utils': CORE,
     'tff_hgb.evaluation': CORE,
+    'tff_hgb.export': CORE,
     'tff_hgb.centralized': CORE,
     'tff_hgb.algorithms': CORE,
     'tff_hgb.data': CORE,

@@ -4,6 +4,7 @@ Public API (imported on first use, so that `tff_hgb.data` alone stays light):
   build_hgb_process, MODES   the HGB `tff.learning.templates.LearningProcess`
   HGBHParams                 its numeric hyper-parameters
   build_model_fn, build_keras_model, ModelConfig, MultiModalModel   models
+  load_model                 a run's exported model, for inference (export)
   algorithms                 registry of HGB and the baselines
   data                       data sets, partitions, client data
   evaluation, centralized, runtime, ogr, losses, aggregation
@@ -33,9 +34,10 @@ _SYMBOLS = {
     'build_model_fn': 'tff_hgb.models',
     'ModelConfig': 'tff_hgb.models',
     'MultiModalModel': 'tff_hgb.models',
+    'load_model': 'tff_hgb.export',
 }
 _MODULES = ('aggregation', 'algorithms', 'centralized', 'client_work', 'data',
-            'evaluation', 'hgb', 'losses', 'models', 'ogr', 'runtime')
+            'evaluation', 'export', 'hgb', 'losses', 'models', 'ogr', 'runtime')
 
 
 def __getattr__(name):

@@ -65,6 +65,10 @@ class MultiModalDataset:
   class_names: list[str]
   client_ids: Optional[np.ndarray] = None
   presence: Optional[dict[str, np.ndarray]] = None
+  # {modality: (mean, std)} when the features were z-scored with training
+  # statistics (`datasets.normalize_features`); an exported model keeps them,
+  # so it takes raw inputs.
+  normalization: Optional[dict[str, tuple[np.ndarray, np.ndarray]]] = None
 
   def __post_init__(self):
     self.labels = np.asarray(self.labels)
@@ -97,6 +101,7 @@ class MultiModalDataset:
         class_names=list(self.class_names),
         client_ids=None if self.client_ids is None else self.client_ids[indices],
         presence={k: v[indices] for k, v in self.presence.items()},
+        normalization=self.normalization,
     )
 
   def with_modalities(self, names: Sequence[str]) -> 'MultiModalDataset':
@@ -113,6 +118,8 @@ class MultiModalDataset:
         class_names=list(self.class_names),
         client_ids=self.client_ids,
         presence={n: self.presence[n] for n in names},
+        normalization=None if self.normalization is None else {
+            n: v for n, v in self.normalization.items() if n in names},
     )
 
 

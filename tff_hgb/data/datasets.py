@@ -179,13 +179,14 @@ def normalize_features(train: MultiModalDataset, test: MultiModalDataset
   Statistics are per feature for vectors and per channel (the last axis) for
   every other kind, over the training examples where the modality is present.
   A constant feature is centred but not scaled. Absent values stay zero.
+  Both sets keep the statistics ({modality: (mean, std)}) as `normalization`.
   """
   def standardise(ds, name, mean, std):
     rank = ds.features[name].ndim - 1
     flags = ds.presence[name].reshape((-1,) + (1,) * rank)
     return ((ds.features[name] - mean) / std * flags).astype(np.float32)
 
-  new_train, new_test = {}, {}
+  new_train, new_test, statistics = {}, {}, {}
   for spec in train.modalities:
     values = train.features[spec.name].astype(np.float64)
     present = train.presence[spec.name] > 0
@@ -198,15 +199,18 @@ def normalize_features(train: MultiModalDataset, test: MultiModalDataset
     std = np.where(std > 1e-8, std, 1.0)
     new_train[spec.name] = standardise(train, spec.name, mean, std)
     new_test[spec.name] = standardise(test, spec.name, mean, std)
-  return _with_features(train, new_train), _with_features(test, new_test)
+    statistics[spec.name] = (mean, std)
+  return (_with_features(train, new_train, statistics),
+          _with_features(test, new_test, statistics))
 
 
-def _with_features(ds: MultiModalDataset, features: Mapping[str, np.ndarray]
-                   ) -> MultiModalDataset:
+def _with_features(ds: MultiModalDataset, features: Mapping[str, np.ndarray],
+                   normalization) -> MultiModalDataset:
   return MultiModalDataset(
       name=ds.name, modalities=list(ds.modalities), features=dict(features),
       labels=ds.labels, class_names=list(ds.class_names),
-      client_ids=ds.client_ids, presence=dict(ds.presence))
+      client_ids=ds.client_ids, presence=dict(ds.presence),
+      normalization=normalization)
 
 
 # --------------------------------------------------------------------------

@@ -271,6 +271,8 @@ class RunConfig:
   eval_every: int = 1
   checkpoint_every: int = 5
   output_dir: Optional[str] = None
+  # Where the final model is exported; None: <output_dir>/model.
+  export_dir: Optional[str] = None
   resume: bool = False
   tune: str = ''
   tune_rounds: int = 0
@@ -310,7 +312,7 @@ for _part, _names in (
     ('data', ('val_fraction', 'min_val_examples', 'test_fraction',
               'data_seed')),
     ('run', ('seed', 'target_accuracy', 'eval_every', 'checkpoint_every',
-             'output_dir', 'resume', 'tune', 'tune_rounds',
+             'output_dir', 'export_dir', 'resume', 'tune', 'tune_rounds',
              'tune_val_fraction', 'progress'))):
   for _name in _names:
     _FLAT[_name] = (_part, {'algorithm': 'name', 'algorithm_options':

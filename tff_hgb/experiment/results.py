@@ -70,7 +70,7 @@ _LEADING = (ROUND, SECONDS, 'eval_seconds', TEST_FUSION_ACCURACY)
 
 # Config fields that do not change what a run computes (ignored when checking
 # that --resume continues the same run).
-_NON_SEMANTIC_FIELDS = ('output_dir', 'resume', 'progress')
+_NON_SEMANTIC_FIELDS = ('output_dir', 'export_dir', 'resume', 'progress')
 
 
 # ---------------------------------------------------------------------------

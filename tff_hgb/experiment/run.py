@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Optional
 
+from tff_hgb import export
 from tff_hgb.experiment import caches
 from tff_hgb.experiment import config as config_lib
 from tff_hgb.experiment import loop
@@ -36,13 +37,18 @@ def run_experiment(config: config_lib.ExperimentConfig, *,
     skip_complete: with config.run.resume, return the stored summary of a run
       that already finished instead of re-evaluating it.
 
+  The final global model (trained at the tuned values, if any) is exported to
+  config.run.export_dir (default output_dir/model) for `tff_hgb.load_model`.
+
   Raises:
-    config_lib.UsageError: the output directory or the data does not fit the
-      run (one line, names the flag).
+    config_lib.UsageError: the output or export directory or the data does not
+      fit the run (one line, names the flag).
   """
   flags = config.to_dict()
   output_dir = config.run.output_dir
   results.check_output_dir(output_dir, flags, resume=config.run.resume)
+  export_dir = config.run.export_dir or os.path.join(output_dir, 'model')
+  _export_or_usage_error(export.check_writable, export_dir)
   if skip_complete and config.run.resume and results.run_is_complete(
       output_dir, config):
     return results.read_json(os.path.join(output_dir, results.SUMMARY_JSON))
@@ -70,10 +76,37 @@ def run_experiment(config: config_lib.ExperimentConfig, *,
         run_config, data, algorithm, writer=writer,
         desc=f'{config.algorithm.name} seed {config.run.seed}')
     summary = _summary(run_config, data, algorithm, state, rows, tuned)
+    # Before summary.json: a run whose export failed is not complete.
+    _export_or_usage_error(_export_model, export_dir, run_config, data,
+                           algorithm, state, tuned)
     writer.write_json(results.SUMMARY_JSON, summary)
   finally:
     writer.close()
   return summary
+
+
+def _export_or_usage_error(fn, export_dir: str, *args) -> None:
+  try:
+    fn(export_dir, *args)
+  except export.ExportError as e:
+    raise config_lib.UsageError('export_dir', str(e)) from None
+
+
+def _export_model(export_dir: str, run_config: config_lib.ExperimentConfig,
+                  data: caches.ExperimentData, algorithm, state,
+                  tuned: Optional[Mapping[str, Any]]) -> None:
+  """The final global model, with its inputs' specs, into export_dir."""
+  pool = data.train_pool
+  export.export_model(
+      algorithm.keras_model_fn(), export_dir,
+      weights=algorithm.process.get_model_weights(state),
+      modalities=algorithm.federated_data.modalities,
+      class_names=pool.class_names, normalization=pool.normalization,
+      metadata={'algorithm': run_config.algorithm.name,
+                'dataset': run_config.data.dataset,
+                'seed': run_config.run.seed,
+                'rounds': run_config.run.rounds,
+                'tuned': dict(tuned or {})})
 
 
 def _summary(run_config: config_lib.ExperimentConfig,
