@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv run test test-all test-slow bench paper study clean
+.PHONY: venv run test test-all test-slow bench paper study readme-results clean
 
 venv: $(STAMP)
 
@@ -43,3 +43,7 @@ study: $(STAMP)
 
 clean:
 	rm -rf $(VENV) results
+
+# The table and plot at the top of README.md, from `make run`'s outputs.
+readme-results: $(STAMP)
+	$(PY) -m experiments.readme_results --results_dir=results/default

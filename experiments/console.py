@@ -18,6 +18,9 @@ SCRIPTS = {
     'tff-hgb-make-tfrecords': 'experiments.make_tfrecords',
     'tff-hgb-worker': 'experiments.worker',
 }
+# Binaries for the repository's own upkeep (run from a checkout by make), not
+# installed as scripts.
+MAINTAINER_BINARIES = ('experiments.readme_results',)
 
 
 def _run(script: str) -> None:
