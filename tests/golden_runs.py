@@ -111,25 +111,32 @@ def capture(output_dir: str) -> tuple[dict, dict[str, np.ndarray]]:
   return values, arrays
 
 
-def differences(expected, actual, path: str = '', tolerance: float = 0.0
-                ) -> list[str]:
-  """Where two captured value trees differ (floats by > tolerance)."""
+def differences(expected, actual, path: str = '', tolerance: float = 0.0,
+                allow_additions: bool = False) -> list[str]:
+  """Where two captured value trees differ (floats by > tolerance).
+
+  With `allow_additions`, a key only in `actual` (a field or file added since
+  the recording) is not a difference; a recorded key that is missing or whose
+  value moved still is.
+  """
   if isinstance(expected, dict) and isinstance(actual, dict):
     out = []
     for key in sorted(set(expected) | set(actual)):
+      if allow_additions and key not in expected:
+        continue
       if key not in actual or key not in expected:
         out.append(f'{path}/{key}: only in '
                    f'{"golden" if key in expected else "new run"}')
       else:
         out += differences(expected[key], actual[key], f'{path}/{key}',
-                           tolerance)
+                           tolerance, allow_additions)
     return out
   if isinstance(expected, list) and isinstance(actual, list):
     if len(expected) != len(actual):
       return [f'{path}: {len(expected)} items, now {len(actual)}']
     out = []
     for i, (e, a) in enumerate(zip(expected, actual)):
-      out += differences(e, a, f'{path}[{i}]', tolerance)
+      out += differences(e, a, f'{path}[{i}]', tolerance, allow_additions)
     return out
   if (isinstance(expected, float) and isinstance(actual, (int, float)) and
       not isinstance(actual, bool)):
