@@ -173,6 +173,9 @@ class DataConfig:
     _in_open_unit(self.test_fraction, 'test_fraction')
 
 
+_CORE_DEFAULTS = algorithms.AlgorithmConfig()
+
+
 @dataclasses.dataclass(frozen=True)
 class AlgorithmSettings:
   """Which algorithm, with which hyper-parameters (→ `AlgorithmConfig`).
@@ -183,13 +186,14 @@ class AlgorithmSettings:
   """
 
   name: str = 'hgb'
-  local_epochs: int = 1
-  batch_size: int = 16
-  client_learning_rate: float = 0.05
-  server_learning_rate: float = 1.0
-  client_momentum: float = 0.0
-  fedprox_mu: float = 0.01
-  fedattn_epsilon: float = 1.2
+  # The core's defaults, read from AlgorithmConfig, so they live in one place.
+  local_epochs: int = _CORE_DEFAULTS.local_epochs
+  batch_size: int = _CORE_DEFAULTS.batch_size
+  client_learning_rate: float = _CORE_DEFAULTS.client_learning_rate
+  server_learning_rate: float = _CORE_DEFAULTS.server_learning_rate
+  client_momentum: float = _CORE_DEFAULTS.client_momentum
+  fedprox_mu: float = _CORE_DEFAULTS.fedprox_mu
+  fedattn_epsilon: float = _CORE_DEFAULTS.fedattn_epsilon
   hgb: tuple[tuple[str, Any], ...] = ()
   options: tuple[tuple[str, Any], ...] = ()
 
