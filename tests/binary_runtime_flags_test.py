@@ -23,6 +23,11 @@ def _run(tmp_path, name, *flags):
   return result, output_dir
 
 
+def _without_u(rows):
+  return [{k: v for k, v in row.items() if not k.startswith('u/')}
+          for row in rows]
+
+
 def test_same_result_under_tff_local_workers_and_inprocess(tmp_path):
   # Every round's metrics (metrics.csv and summary.json without the timing
   # columns) and every leaf of the final checkpoint (model, optimizer and
@@ -48,9 +53,7 @@ def test_same_result_under_tff_local_workers_and_inprocess(tmp_path):
     # weighting) is a ratio of small loss differences: the in-process
     # executor's last-bit differences (~1e-7) move it by ~2e-4 relative.
     rows, other_rows = values['metrics.csv'], other_values['metrics.csv']
-    strip = lambda rows: [{k: v for k, v in row.items()
-                           if not k.startswith('u/')} for row in rows]
-    assert not golden_runs.differences(strip(rows), strip(other_rows),
+    assert not golden_runs.differences(_without_u(rows), _without_u(other_rows),
                                        'metrics.csv', tolerance=1e-5), name
     for row, other in zip(rows, other_rows):
       for key in [k for k in row if k.startswith('u/')]:
