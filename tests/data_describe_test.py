@@ -30,11 +30,14 @@ def test_prints_sizes_shapes_and_partition():
 
 def test_errors_end_with_one_line():
   for flags, message in (
-      (['--dataset=nope'], "Unknown data set 'nope'"),
-      (['--dataset=basicmotions', '--partition=natural'], 'no client ids'),
+      (['--dataset=nope'], "error: Unknown data set 'nope'; valid names: "
+       'basicmotions, '),
+      (['--dataset=basicmotions', '--partition=natural'],
+       'error: basicmotions-train has no client ids (subjects, speakers), so '
+       'it has no natural clients; use another scheme.'),
   ):
     run = _describe_data(*flags)
-    assert run.returncode != 0
+    assert run.returncode == 1, run.stderr
     last = run.stderr.strip().splitlines()[-1]
-    assert last.startswith('error: ') and message in last, run.stderr
+    assert last.startswith(message), run.stderr
     assert 'Traceback' not in run.stderr

@@ -322,3 +322,49 @@ def test_widened_tuning_grid_reuses_finished_values(tmp_path, monkeypatch):
   narrowed = tuning.tune(config.replace(tune='client_learning_rate:0.4'),
                          tuning_path=path, resume=True)
   assert list(by_value(narrowed)) == [0.4] and trained == [0.4]
+
+
+def test_missing_modality_accuracy_matches_a_hand_built_drop(tmp_path,
+                                                            monkeypatch):
+  # summary.json's accuracy "without m" (the comparisons' "without m"
+  # columns) must be the fusion accuracy of the final model on the test set
+  # with m zero-filled and masked out (docs/ALGORITHM.md §2), counted over the
+  # examples that keep another modality; here computed by calling the Keras
+  # model on inputs built by hand.
+  config = _config(tmp_path, rounds=2)
+  final = []
+  real_train = loop.train
+
+  def train(*args, **kwargs):
+    state, rows = real_train(*args, **kwargs)
+    final.append((args[1], args[2], state))
+    return state, rows
+
+  monkeypatch.setattr(loop, 'train', train)
+  summary = run.run_experiment(config)
+  (data, algorithm, state), = final
+  keras_model = algorithm.keras_model_fn()
+  algorithm.process.get_model_weights(state).assign_weights_to(keras_model)
+  test = data.evaluation_set
+  names = [m.name for m in test.modalities]
+  assert set(summary['missing_modality_accuracy']) == set(names) == {
+      'accel', 'gyro'}
+  labels = test.labels.astype(np.int64)
+  differs = False
+  for dropped in names:
+    inputs = {}
+    for m in names:
+      kept = (np.zeros(len(test), np.float32) if m == dropped else
+              np.asarray(test.presence[m], np.float32))
+      features = np.asarray(test.features[m], np.float32)
+      inputs[m] = features * kept.reshape((-1,) + (1,) * (features.ndim - 1))
+      inputs[m + '__mask'] = kept
+    logits = keras_model(inputs, training=False)['fusion'].numpy()
+    counted = np.max([inputs[m + '__mask'] for m in names], axis=0) > 0
+    assert counted.any(), dropped
+    expected = float(np.mean((np.argmax(logits, -1) == labels)[counted]))
+    assert summary['missing_modality_accuracy'][dropped] == pytest.approx(
+        expected, abs=1e-9), dropped
+    differs |= abs(expected - summary['final_accuracy']) > 1e-9
+  # The drop changes the answer here, so a drop that did nothing would fail.
+  assert differs, summary

@@ -210,6 +210,21 @@ def test_non_finite_client_is_rejected_and_counted(clients):
   assert metrics['rejected_clients'] == 1.0
   weights = process.get_model_weights(output.state).trainable
   assert all(np.all(np.isfinite(w)) for w in weights)
+  # Dropped, not merely made finite: the round is the round without it
+  # (model, server state and the weighting metrics; min_share reports the
+  # rejected client's share, 0).
+  without = process.next(state, [clients[0]])
+  assert without.metrics['client_work']['hgb']['rejected_clients'] == 0.0
+  assert _max_abs_diff(weights, process.get_model_weights(
+      without.state).trainable) < 1e-6
+  assert metrics['client_weight/min_share'] == 0.0
+  for name, value in without.metrics['client_work']['hgb'].items():
+    if (name.startswith(('z/', 'client_weight/', 'u/', 'delta_')) and
+        name != 'client_weight/min_share'):
+      np.testing.assert_allclose(metrics[name], value, rtol=1e-5,
+                                 atol=1e-6, err_msg=name)
+  np.testing.assert_allclose(output.state.client_work['prior'],
+                             without.state.client_work['prior'], rtol=1e-6)
   # Only the bad client: the model is left unchanged.
   alone = process.next(state, [bad])
   assert alone.metrics['client_work']['hgb']['rejected_clients'] == 1.0

@@ -11,14 +11,13 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
-import uuid
 
 import pytest
 
 from tff_hgb.experiment import caches as caches_lib
 from tff_hgb.experiment import config as config_lib
+from tff_hgb.experiment import loop
 from tff_hgb.experiment import results
 from tff_hgb.experiment import run
 
@@ -41,8 +40,14 @@ def _columns(path):
   return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
 
 
+def _rows_by_round(path):
+  """metrics.csv as text cells by round, timing columns included."""
+  with open(path, encoding='utf-8', newline='') as f:
+    return {int(row['round']): row for row in csv.DictReader(f)}
+
+
 def _one_line_error(code, stderr, startswith):
-  assert code not in (0, None), stderr[-2000:]
+  assert code == 1, (code, stderr[-2000:])
   assert 'Traceback' not in stderr, stderr[-3000:]
   errors = [l for l in stderr.splitlines() if l.startswith('error:')]
   assert len(errors) == 1, stderr[-3000:]
@@ -102,6 +107,7 @@ def test_killed_three_times_at_random_rounds_resumes_to_the_same_result(
   args = FLAGS + [f'--output_dir={out}']
   rng = random.Random(KILL_SEED)
   kills = []
+  kept = {}
   for attempt in range(3):
     newest = _newest_state(out)
     remaining = 2 - attempt  # Kills still to come after this one.
@@ -121,6 +127,11 @@ def test_killed_three_times_at_random_rounds_resumes_to_the_same_result(
     assert not os.path.exists(os.path.join(out, results.SUMMARY_JSON)), (
         f'attempt {attempt}: the run finished before it was killed')
     kills.append((target, _newest_state(out)))
+    # The rounds up to the newest checkpoint are finished: every later resume
+    # must keep their rows as written, timing columns included (a resume
+    # that retrained them would measure new seconds).
+    finished = _rows_by_round(os.path.join(out, results.METRICS_CSV))
+    kept.update({r: row for r, row in finished.items() if r <= kills[-1][1]})
   assert len(kills) == 3, kills
 
   code, _, stderr = rx.run('experiments.run_experiment', args + ['--resume'])
@@ -134,70 +145,87 @@ def test_killed_three_times_at_random_rounds_resumes_to_the_same_result(
           expected['missing_modality_accuracy'])
   assert (_columns(os.path.join(out, results.METRICS_CSV)) ==
           _columns(os.path.join(reference, results.METRICS_CSV))), kills
+  assert kept and max(kept) == kills[-1][1], kills
+  final = _rows_by_round(os.path.join(out, results.METRICS_CSV))
+  assert {r: final[r] for r in kept} == kept, kills
 
 
 # ---------------------------------------------------------------------------
 # Output directory and disk faults (binary: one line, no traceback).
 # ---------------------------------------------------------------------------
 
-# Runs experiments.run_experiment with os.fsync failing (ENOSPC) from its
-# FAIL_FROM-th call on: the results writer fsyncs every file it writes, so
-# this is a disk that fills up after the first few files.
-_DISK_FULL = '''
-import errno, os, runpy, sys
-calls = [0]
-real_fsync = os.fsync
-def fsync(fd):
-  calls[0] += 1
-  if calls[0] >= int(os.environ['FAIL_FROM']):
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), 'metrics.csv')
-  return real_fsync(fd)
-os.fsync = fsync
-sys.argv = ['run_experiment'] + sys.argv[1:]
-runpy.run_module('experiments.run_experiment', run_name='__main__')
-'''
-
-
-def _start_python(code, args):
-  """Like rx.start, for `python -c code args` (same marker checks)."""
-  marker = uuid.uuid4().hex
-  process = subprocess.Popen(
-      [sys.executable, '-c', code] + list(args), cwd=rx.REPO,
-      env=rx._env(marker),  # pylint: disable=protected-access
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  process.marker = marker
-  return process
-
-
-def test_output_dir_faults_end_in_one_line(tmp_path, monkeypatch):
+def test_output_dir_faults_end_in_one_line(tmp_path):
   a_file = tmp_path / 'a_file'
   a_file.write_text('not a directory')
-  disk_full = str(tmp_path / 'disk_full')
-  # flags.json, partition.txt, partition.json, then round 1's metrics.csv
-  # fails: the disk fills up mid-run.
-  monkeypatch.setenv('FAIL_FROM', '4')
   started = [
       (rx.start('experiments.run_experiment',
                 FLAGS + [f'--output_dir={a_file}/run']),
-       'error: --output_dir: cannot create'),
+       f'error: --output_dir: cannot create {a_file}/run: {a_file} is a '
+       'file.'),
       (rx.start('experiments.run_experiment',
                 FLAGS + [f'--output_dir={a_file}']),
-       'error: --output_dir: '),
+       f'error: --output_dir: {a_file} is a file.'),
   ]
-  started.append((_start_python(_DISK_FULL,
-                               FLAGS + [f'--output_dir={disk_full}']),
-                  'error: cannot write results: No space left on device'))
   for process, expected in started:
     code, _, stderr = rx.finish(process)
-    line = _one_line_error(code, stderr, expected)
-    if 'No space' in line:
-      assert '--resume' in line
+    assert _one_line_error(code, stderr, expected) == expected
   assert not (tmp_path / 'a_file' / 'run').exists()
-  # Nothing half-written: every file present is whole, no temporary files.
-  names = os.listdir(disk_full)
-  assert not [n for n in names if n.endswith('.tmp')], names
-  assert results.read_json(os.path.join(disk_full, results.FLAGS_JSON))
-  assert not os.path.exists(os.path.join(disk_full, results.SUMMARY_JSON))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """mount(size) → a fresh tmpfs of that size (a real disk that fills up)."""
+  mounted = []
+
+  def mount(size):
+    path = tmp_path / f'disk{len(mounted)}'
+    path.mkdir()
+    done = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}',
+                           'tmpfs', str(path)], capture_output=True,
+                          text=True, check=False)
+    if done.returncode:
+      pytest.skip(f'cannot mount a tmpfs here: {done.stderr.strip()}')
+    mounted.append(path)
+    return path
+
+  yield mount
+  for path in mounted:
+    subprocess.run(['umount', str(path)], check=False)
+
+
+def test_full_disk_ends_in_one_line_naming_the_file(small_disk):
+  # Real ENOSPC (a write to a full tmpfs names no file by itself). 20 KiB:
+  # .lock, flags.json, partition.txt and partition.json take a 4 KiB page
+  # each, so round 1's metrics.csv is what fills the disk; 64 KiB: the
+  # metrics.csv row and TensorBoard event fit, round 1's checkpoint (~120 KB,
+  # written by TensorFlow) does not.
+  cases = [(small_disk('20k'), results.METRICS_CSV),
+           (small_disk('64k'), os.path.join(results.STATE_DIR,
+                                            'program_state_1'))]
+  started = [(rx.start('experiments.run_experiment',
+                       FLAGS + [f'--output_dir={disk}/run']), disk, name)
+             for disk, name in cases]
+  for process, disk, name in started:
+    code, _, stderr = rx.finish(process)
+    expected = ('error: cannot write results: No space left on device '
+                f'({disk}/run/{name}); free the space and rerun with '
+                '--resume to continue from the last saved round.')
+    assert _one_line_error(code, stderr, expected) == expected
+    # Nothing half-written: every file present is whole, no temporary files.
+    names = os.listdir(disk / 'run')
+    assert not [n for n in names if n.endswith('.tmp')], names
+    assert results.read_json(str(disk / 'run' / results.FLAGS_JSON))
+  rows = results.read_metrics(str(cases[1][0] / 'run' / results.METRICS_CSV))
+  assert [r['round'] for r in rows] == [1]
+
+  # Freeing the space and resuming, as the line says, finishes the run.
+  disk = cases[1][0]
+  subprocess.run(['mount', '-o', 'remount,size=4m', str(disk)], check=True)
+  code, _, stderr = rx.run('experiments.run_experiment',
+                           FLAGS + [f'--output_dir={disk}/run', '--resume'])
+  assert code == 0, stderr[-3000:]
+  summary = results.read_json(str(disk / 'run' / results.SUMMARY_JSON))
+  assert summary['rounds_completed'] == ROUNDS
 
 
 def test_unwritable_output_dir_is_refused_before_any_work(tmp_path):
@@ -223,8 +251,10 @@ def test_disk_full_leaves_the_previous_file_whole(tmp_path, monkeypatch):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
   monkeypatch.setattr(results.os, 'fsync', full)
-  with pytest.raises(OSError, match='No space left'):
+  with pytest.raises(OSError, match='No space left') as raised:
     writer.append({'round': 2, 'seconds': 0.1, 'test/fusion/accuracy': 0.6})
+  # An fsync error names no file; the writer's names the one it writes.
+  assert raised.value.filename == str(tmp_path / results.METRICS_CSV)
   with pytest.raises(OSError, match='No space left'):
     results.atomic_write_json(str(tmp_path / results.SUMMARY_JSON), {'a': 1})
   assert (tmp_path / results.METRICS_CSV).read_bytes() == before
@@ -295,22 +325,45 @@ def _small_config(out, **overrides):
   return config_lib.ExperimentConfig.from_dict(values)
 
 
-def test_corrupt_checkpoint_falls_back_to_an_earlier_one(tmp_path, caches):
+@pytest.fixture
+def trained_rounds(monkeypatch):
+  """The rounds `loop.train` trains, in order (it samples once per round)."""
+  rounds = []
+  sample = loop.sample_clients
+
+  def spy(client_ids, clients_per_round, seed, round_num):
+    rounds.append(round_num)
+    return sample(client_ids, clients_per_round, seed, round_num)
+
+  monkeypatch.setattr(loop, 'sample_clients', spy)
+  return rounds
+
+
+def test_corrupt_checkpoint_falls_back_to_an_earlier_one(tmp_path, caches,
+                                                         trained_rounds):
   data_cache, algorithm_cache = caches
   out = str(tmp_path / 'run')
+  metrics = os.path.join(out, results.METRICS_CSV)
   config = _small_config(out)
   first = run.run_experiment(config, data_cache=data_cache,
                                     algorithm_cache=algorithm_cache)
-  rows = _columns(os.path.join(out, results.METRICS_CSV))
+  assert trained_rounds == [1, 2, 3]
+  rows = _columns(metrics)
+  written = _rows_by_round(metrics)
 
-  # The newest state is damaged: --resume continues from the one before and
-  # redoes the last round, to the same result.
+  # The newest state is damaged: --resume loads the one before (round 2),
+  # keeps rounds 1-2 as they were and retrains only round 3, to the same
+  # result.
   _corrupt_state(out, 3)
   resume = config.replace(resume=True)
+  del trained_rounds[:]
   again = run.run_experiment(resume, data_cache=data_cache,
                                     algorithm_cache=algorithm_cache)
+  assert trained_rounds == [3]
   assert again['final_accuracy'] == first['final_accuracy']
-  assert _columns(os.path.join(out, results.METRICS_CSV)) == rows
+  assert _columns(metrics) == rows
+  redone = _rows_by_round(metrics)
+  assert [redone[r] for r in (1, 2)] == [written[r] for r in (1, 2)]
   assert os.path.isdir(os.path.join(out, results.STATE_DIR,
                                     'program_state_3'))
 
@@ -318,10 +371,12 @@ def test_corrupt_checkpoint_falls_back_to_an_earlier_one(tmp_path, caches):
   # fallback), still to the same result.
   for r in (1, 2, 3):
     _corrupt_state(out, r)
+  del trained_rounds[:]
   again = run.run_experiment(resume, data_cache=data_cache,
                                     algorithm_cache=algorithm_cache)
+  assert trained_rounds == [1, 2, 3]
   assert again['final_accuracy'] == first['final_accuracy']
-  assert _columns(os.path.join(out, results.METRICS_CSV)) == rows
+  assert _columns(metrics) == rows
 
 
 def test_corrupt_flags_and_summary_files(tmp_path):

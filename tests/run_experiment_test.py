@@ -7,6 +7,7 @@ that run is left (other sessions' workers on the machine are not ours).
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -140,6 +141,12 @@ def test_resume_after_sigkill_matches_uninterrupted(full_run, tmp_path):
   assert code == -signal.SIGKILL
   assert not os.path.exists(os.path.join(out, 'summary.json')), (
       'the run finished before it was killed')
+  # Rounds 1-2 are checkpointed: the resume must start at round 3 and keep
+  # their rows as written, timing columns included (a resume that trained
+  # from round 0 again would give the same accuracies, not the same seconds).
+  with open(os.path.join(out, 'metrics.csv'), encoding='utf-8') as f:
+    finished = f.read().splitlines()[:3]  # Header, rounds 1 and 2.
+  assert [l.split(',')[0] for l in finished] == ['round', '1', '2'], finished
 
   code, stdout, stderr = run('experiments.run_experiment', args + ['--resume'])
   assert code == 0, stderr[-3000:]
@@ -152,6 +159,8 @@ def test_resume_after_sigkill_matches_uninterrupted(full_run, tmp_path):
   reference_rows = results.read_metrics(os.path.join(reference,
                                                      'metrics.csv'))
   assert [r['round'] for r in rows] == [1, 2, 3, 4]
+  with open(os.path.join(out, 'metrics.csv'), encoding='utf-8') as f:
+    assert f.read().splitlines()[:3] == finished
   for row, ref in zip(rows, reference_rows):
     assert row['test/fusion/accuracy'] == ref['test/fusion/accuracy']
     assert row['train/fusion/loss'] == pytest.approx(ref['train/fusion/loss'],
@@ -160,14 +169,23 @@ def test_resume_after_sigkill_matches_uninterrupted(full_run, tmp_path):
 
 # One case per kind of error; tests/experiment_test.py checks many more
 # configurations in-process (same code path, without a TensorFlow start each).
+# Each with the whole line docs/RELIABILITY.md quotes (a regex; '…' there is
+# '.+' here).
 BAD_FLAGS = [
-    (['--algorithm=nope'], 'algorithm'),
-    (['--dataset=no_such_data'], 'dataset'),
-    (['--dataset=npz:/no/such/file.npz'], 'dataset'),  # DataError on load.
-    (['--rounds=-5'], 'rounds'),
-    (['--clients_per_round=9'], 'clients_per_round'),
-    (['--tune=client_learning_rate:0.1,fast'], 'tune'),
-    (['--hgb_warmup_fraction=3'], 'hgb_warmup_fraction'),
+    (['--algorithm=nope'],
+     r"--algorithm: unknown algorithm 'nope'; expected one of .+"),
+    (['--dataset=no_such_data'],
+     r"--dataset: unknown data set 'no_such_data'; valid names: .+"),
+    (['--dataset=npz:/no/such/file.npz'],  # DataError on load.
+     r'--dataset: /no/such/file\.npz: no such file\.'),
+    (['--rounds=-5'], r'--rounds: must be ≥ 1, got -5\.'),
+    (['--clients_per_round=9'],
+     r'--clients_per_round: 9 > --num_clients=4\.'),
+    (['--tune=client_learning_rate:0.1,fast'],
+     r"--tune: client_learning_rate: 'fast' is not a float\."),
+    (['--hgb_warmup_fraction=3'],
+     r'--hgb_warmup_fraction: warmup_fraction must lie in \[0, 1\], '
+     r'got 3\.0\.'),
 ]
 
 
@@ -175,19 +193,22 @@ def test_bad_flags_end_with_one_line_error(tmp_path):
   taken = tmp_path / 'taken'
   taken.mkdir()
   (taken / 'flags.json').write_text('{}')
-  cases = [(args + [f'--output_dir={tmp_path / str(i)}'], flag)
-           for i, (args, flag) in enumerate(BAD_FLAGS)]
-  cases.append(([f'--output_dir={taken}'], 'output_dir'))
+  cases = [(args + [f'--output_dir={tmp_path / str(i)}'], body)
+           for i, (args, body) in enumerate(BAD_FLAGS)]
+  cases.append(([f'--output_dir={taken}'],
+                f'--output_dir: {re.escape(str(taken))} already holds a run '
+                r'\(flags\.json\); pass --resume to continue it or choose '
+                r'another directory\.'))
   # In parallel: each start imports TensorFlow (seconds, mostly waiting).
-  started = [(start('experiments.run_experiment', BASE_FLAGS + args), flag)
-             for args, flag in cases]
-  for process, flag in started:
+  started = [(start('experiments.run_experiment', BASE_FLAGS + args), body)
+             for args, body in cases]
+  for process, body in started:
     code, stdout, stderr = finish(process)
-    assert code != 0, (flag, stdout, stderr)
+    assert code == 1, (body, code, stdout, stderr)  # The documented code.
     assert 'Traceback' not in stderr, stderr
     errors = [l for l in stderr.splitlines() if l.startswith('error:')]
-    assert len(errors) == 1, (flag, stderr)
-    assert errors[0].startswith(f'error: --{flag}: '), (flag, errors[0])
+    assert len(errors) == 1, (body, stderr)
+    assert re.fullmatch('error: ' + body, errors[0]), (body, errors[0])
   for i in range(len(BAD_FLAGS)):
     # Nothing was written for a refused run.
     assert not os.path.exists(tmp_path / str(i) / 'metrics.csv')

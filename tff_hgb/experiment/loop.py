@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import math
 import os
 import re
@@ -135,6 +136,18 @@ def _load_state(manager, algorithm):
   return None, 0
 
 
+def _save_state(manager, state_dir: str, state, round_num: int) -> None:
+  """Saves the state of `round_num`; a full disk is an OSError naming it."""
+  try:
+    _run_coroutine(manager.save(
+        collections.OrderedDict(state=state, round_num=round_num), round_num))
+  except tf.errors.ResourceExhaustedError as e:
+    # TensorFlow's file writes report ENOSPC this way; the binaries turn an
+    # OSError into one line saying that --resume continues.
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC),
+                  os.path.join(state_dir, f'program_state_{round_num}')) from e
+
+
 def _remove_states_after(state_dir: str, round_num: int) -> None:
   """Drops saved states newer than `round_num` (and temporary leftovers)."""
   if not os.path.isdir(state_dir):
@@ -205,9 +218,8 @@ def train(config: config_lib.ExperimentConfig, data: caches.ExperimentData,
         writer.append(row)
         if (round_num % config.run.checkpoint_every == 0 or
             round_num == config.run.rounds):
-          _run_coroutine(manager.save(
-              collections.OrderedDict(state=state, round_num=round_num),
-              round_num))
+          _save_state(manager, writer.path(results.STATE_DIR), state,
+                      round_num)
       progress.update(postfix)
   finally:
     progress.close()

@@ -91,9 +91,12 @@ def atomic_write_text(path: str, text: str) -> None:
       f.flush()
       os.fsync(f.fileno())
     os.replace(temp, path)
-  except BaseException:
+  except BaseException as e:
     if os.path.exists(temp):
       os.unlink(temp)
+    if isinstance(e, OSError) and e.filename is None:
+      # write/fsync errors (a full disk) name no file: name the one we write.
+      raise OSError(e.errno, e.strerror, path) from e
     raise
 
 
