@@ -6,11 +6,6 @@ does not block --resume, which ends equal to an uninterrupted run).
 """
 
 import os
-import signal
-import subprocess
-import sys
-import time
-import uuid
 
 import pytest
 
@@ -28,23 +23,11 @@ FLAGS = ['--algorithm=fedavg', '--dataset=basicmotions',
 
 
 def _start(args):
-  marker = uuid.uuid4().hex
-  process = subprocess.Popen(
-      [sys.executable, '-m', MODULE] + FLAGS + list(args),
-      cwd=binary_utils.REPO, env=binary_utils.child_env(marker),
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  process.marker = marker
-  return process
+  return binary_utils.start(MODULE, FLAGS + list(args))
 
 
 def _finish(process):
-  try:
-    stdout, stderr = process.communicate(timeout=TIMEOUT)
-  finally:
-    if process.poll() is None:
-      process.kill()
-  binary_utils.assert_none_left(process.marker)
-  return process.returncode, stdout, stderr
+  return binary_utils.finish(process, TIMEOUT)
 
 
 def _final_metrics(out):
@@ -84,19 +67,7 @@ def test_resume_after_sigkill_takes_over_the_stale_lock(concurrent, tmp_path):
   reference, _ = concurrent
   out = str(tmp_path / 'run')
   process = _start([f'--output_dir={out}'])
-  checkpoint = os.path.join(out, 'state', 'program_state_2')
-  deadline = time.monotonic() + TIMEOUT
-  try:
-    while not os.path.isdir(checkpoint):
-      assert process.poll() is None, process.communicate()[1][-3000:]
-      assert time.monotonic() < deadline, 'no round-2 checkpoint'
-      time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-  finally:
-    code, _, _ = _finish(process)
-  assert code == -signal.SIGKILL
-  assert not os.path.exists(os.path.join(out, 'summary.json')), (
-      'the run finished before it was killed')
+  binary_utils.kill_at_checkpoint(process, out, 2, TIMEOUT)
   # The killed run's pid is still written in the lock file; only the kernel's
   # lock counts, and the kernel dropped it with the process.
   with open(os.path.join(out, results.LOCK)) as f:

@@ -8,13 +8,7 @@ that run is left (other sessions' workers on the machine are not ours).
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
-import uuid
 
-import psutil
 import pytest
 
 import binary_utils  # tests/binary_utils.py
@@ -31,41 +25,12 @@ BASE_FLAGS = ['--algorithm=hgb', '--dataset=basicmotions',
               '--checkpoint_every=2', '--seed=3', '--progress=false']
 
 
-_env = binary_utils.child_env
-_processes_with = binary_utils.processes_with
-
-
-def assert_no_workers_left(marker, timeout=10.0):
-  """No process (worker_binary or other) started by that run survives."""
-  deadline = time.monotonic() + timeout
-  while True:
-    left = [p for p in _processes_with(marker) if p.is_running() and
-            p.status() != psutil.STATUS_ZOMBIE]
-    if not left:
-      return
-    if time.monotonic() > deadline:
-      names = [' '.join(p.cmdline()[:2]) for p in left]
-      raise AssertionError(f'processes left behind by the run: {names}')
-    time.sleep(0.2)
-
-
-def start(module, args, marker=None):
-  marker = marker or uuid.uuid4().hex
-  process = subprocess.Popen(
-      [sys.executable, '-m', module] + list(args), cwd=REPO, env=_env(marker),
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  process.marker = marker
-  return process
+# The binary helpers, also used through this module by reliability_test.
+start = binary_utils.start
 
 
 def finish(process):
-  try:
-    stdout, stderr = process.communicate(timeout=TIMEOUT)
-  finally:
-    if process.poll() is None:
-      process.kill()
-  assert_no_workers_left(process.marker)
-  return process.returncode, stdout, stderr
+  return binary_utils.finish(process, TIMEOUT)
 
 
 def run(module, args):
@@ -127,20 +92,8 @@ def test_resume_after_sigkill_matches_uninterrupted(full_run, tmp_path):
   reference, _, _ = full_run
   out = str(tmp_path / 'run')
   args = BASE_FLAGS + [f'--output_dir={out}']
-  process = start('experiments.run_experiment', args)
-  checkpoint = os.path.join(out, 'state', 'program_state_2')
-  deadline = time.monotonic() + TIMEOUT
-  try:
-    while not os.path.isdir(checkpoint):
-      assert process.poll() is None, process.communicate()[1][-3000:]
-      assert time.monotonic() < deadline, 'no round-2 checkpoint'
-      time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-  finally:
-    code, _, _ = finish(process)
-  assert code == -signal.SIGKILL
-  assert not os.path.exists(os.path.join(out, 'summary.json')), (
-      'the run finished before it was killed')
+  binary_utils.kill_at_checkpoint(start('experiments.run_experiment', args),
+                                  out, 2, TIMEOUT)
   # Rounds 1-2 are checkpointed: the resume must start at round 3 and keep
   # their rows as written, timing columns included (a resume that trained
   # from round 0 again would give the same accuracies, not the same seconds).
