@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from absl import flags
 
-from tff_hgb import client_work
+from tff_hgb import hgb_config
 from tff_hgb import runtime
 from tff_hgb.data import dataset as dataset_lib
 from tff_hgb.experiment import config as config_lib
@@ -95,7 +95,7 @@ flags.DEFINE_float('tune_val_fraction', _DEFAULTS['tune_val_fraction'],
                    'Fraction of the training pool held out for tuning.')
 flags.DEFINE_bool('progress', True, 'Show a progress bar (stderr).')
 
-_HGB_DEFAULTS = client_work.HGBHParams()
+_HGB_DEFAULTS = hgb_config.HGBHParams()
 for _field in config_lib.hgb_fields():
   _kind = type(getattr(_HGB_DEFAULTS, _field))
   _define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,

@@ -29,7 +29,7 @@ if importlib.util.find_spec('tensorflow_federated') is None:
 _SYMBOLS = {
     'build_hgb_process': 'tff_hgb.hgb',
     'MODES': 'tff_hgb.hgb',
-    'HGBHParams': 'tff_hgb.client_work',
+    'HGBHParams': 'tff_hgb.hgb_config',
     'build_keras_model': 'tff_hgb.models',
     'build_model_fn': 'tff_hgb.models',
     'ModelConfig': 'tff_hgb.models',

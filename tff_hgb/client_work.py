@@ -29,7 +29,8 @@ from tff_hgb import models
 from tff_hgb import ogr
 from tff_hgb import process_utils
 
-# The configuration's names, where the client work's users have found them.
+# The configuration's names where users of earlier versions import them from;
+# the library itself takes them from hgb_config.
 Blend = hgb_config.Blend
 ClientWeighting = hgb_config.ClientWeighting
 HGBHParams = hgb_config.HGBHParams

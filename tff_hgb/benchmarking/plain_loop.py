@@ -17,6 +17,7 @@ import tensorflow_federated as tff
 
 from tff_hgb import client_work
 from tff_hgb import hgb
+from tff_hgb import hgb_config
 from tff_hgb import models
 from tff_hgb.benchmarking import settings as settings_lib
 from tff_hgb.benchmarking import workload as workload_lib
@@ -43,7 +44,7 @@ class PlainHGBLoop:
   """
 
   def __init__(self, model_fn, client_optimizer, *, blend: str, weighting: str,
-               hparams: client_work.HGBHParams, server_learning_rate: float):
+               hparams: hgb_config.HGBHParams, server_learning_rate: float):
     self._update = client_work.build_hgb_client_update(
         model_fn, blend=blend, weighting=weighting)
     self._optimizer = client_optimizer

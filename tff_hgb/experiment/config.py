@@ -17,7 +17,7 @@ import math
 from typing import Any, Mapping, Optional
 
 from tff_hgb import algorithms
-from tff_hgb import client_work
+from tff_hgb import hgb_config
 from tff_hgb import models
 from tff_hgb.data import datasets
 from tff_hgb.data import partition as partition_lib
@@ -75,7 +75,7 @@ def tunable_fields() -> dict[str, type]:
       continue
     default = getattr(algorithms.AlgorithmConfig(), field.name)
     fields[field.name] = type(default)
-  defaults = client_work.HGBHParams()
+  defaults = hgb_config.HGBHParams()
   for name in hgb_fields():
     fields[f'hgb_{name}'] = type(getattr(defaults, name))
   # Numbers only (a grid of strings or booleans is not what --tune is for).
@@ -180,7 +180,7 @@ _CORE_DEFAULTS = algorithms.AlgorithmConfig()
 class AlgorithmSettings:
   """Which algorithm, with which hyper-parameters (→ `AlgorithmConfig`).
 
-  `hgb` holds (field, value) pairs of `client_work.HGBHParams` overriding the
+  `hgb` holds (field, value) pairs of `hgb_config.HGBHParams` overriding the
   HGB mode's defaults (flags --hgb_<field>); `options` the other
   `AlgorithmConfig` fields given (e.g. client_weight_mix), as (name, value).
   """
@@ -240,7 +240,7 @@ class AlgorithmSettings:
       _require(field in known, f'hgb_{field}',
                'is not an HGB hyper-parameter.')
     try:  # HGBHParams checks its own fields.
-      client_work.HGBHParams(local_epochs=self.local_epochs, **dict(self.hgb))
+      hgb_config.HGBHParams(local_epochs=self.local_epochs, **dict(self.hgb))
     except (TypeError, ValueError) as e:
       flag = next((f'hgb_{f}' for f, _ in self.hgb if f in str(e)), 'hgb')
       raise UsageError(flag, str(e)) from None
