@@ -17,7 +17,10 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from tff_hgb import ogr
+# The OGR guards' defaults (`tff_hgb.ogr` uses them); here so that this module,
+# which the flag parser reads, stays free of TensorFlow.
+DEFAULT_EPSILON = 1e-8
+DEFAULT_DELTA = 1e-8
 
 
 class Blend(enum.StrEnum):
@@ -66,8 +69,8 @@ class HGBHParams:
 
   local_epochs: int = 1
   warmup_fraction: float = 0.5
-  epsilon: float = ogr.DEFAULT_EPSILON
-  delta: float = ogr.DEFAULT_DELTA
+  epsilon: float = DEFAULT_EPSILON
+  delta: float = DEFAULT_DELTA
   blend_smoothing: float = 0.0
   fusion_weight_floor: float = 0.0
   blend_scale: float = 1.0

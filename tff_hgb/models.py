@@ -17,7 +17,6 @@ client work uses the same object for its per-head losses with per-client weights
 from __future__ import annotations
 
 import collections
-import dataclasses
 from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -25,24 +24,15 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_hgb import losses
+from tff_hgb import model_config
 from tff_hgb.data import dataset as dataset_lib
 
 FUSION = losses.FUSION
 
 # A user-supplied encoder: (Keras input tensor, feature_dim, seed) -> features.
 EncoderFn = Callable[[tf.Tensor, int, int], tf.Tensor]
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-  """Sizes of the default encoders (small: the data sets are small)."""
-
-  feature_dim: int = 32
-  hidden_units: int = 64
-  conv_filters: int = 16
-  dropout: float = 0.0
-  seed: int = 0
-
+# Its home is model_config (TensorFlow-free, for the flag parser).
+ModelConfig = model_config.ModelConfig
 
 MASK_SUFFIX = '__mask'
 ENCODER_PREFIX = 'encoder_'

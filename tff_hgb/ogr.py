@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-DEFAULT_EPSILON = 1e-8
-DEFAULT_DELTA = 1e-8
+from tff_hgb import hgb_config
+
+DEFAULT_EPSILON = hgb_config.DEFAULT_EPSILON
+DEFAULT_DELTA = hgb_config.DEFAULT_DELTA
 
 
 def finite_or_zero(x: tf.Tensor) -> tf.Tensor:

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import tensorflow_federated as tff
 
 from tff_hgb import algorithms
+from tff_hgb.algorithms import registry
 from tff_hgb import models
 from tff_hgb.benchmarking import settings as settings_lib
 from tff_hgb.data import client_data
@@ -77,7 +78,7 @@ class Workload:
 
     'fedavg_reduce' is TFF's `build_weighted_fed_avg` with its default loop
     (DATASET_REDUCE), as a user builds it; the registry's baselines use the
-    iterator loop (`algorithms.BASELINE_LOOP`).
+    iterator loop (`registry.BASELINE_LOOP`).
     """
     key = (name, local_epochs)
     if cached and key in self._processes:
@@ -93,7 +94,7 @@ class Workload:
           server_optimizer_fn=tff.learning.optimizers.build_sgdm(
               learning_rate=config.server_learning_rate))
     else:
-      process = algorithms.build_algorithm(name, fd, config).process
+      process = registry.build_algorithm(name, fd, config).process
     if cached:
       self._processes[key] = process
     return process

@@ -7,6 +7,8 @@
   write_tfrecords / load_tfrecords   a user's own media (media.py)
 """
 
+import importlib
+
 from tff_hgb.data.dataset import DataError
 from tff_hgb.data.dataset import element_spec
 from tff_hgb.data.dataset import KIND_BY_RANK
@@ -21,9 +23,6 @@ from tff_hgb.data.datasets import hold_out_test
 from tff_hgb.data.datasets import load
 from tff_hgb.data.datasets import load_npz
 from tff_hgb.data.datasets import normalize_features
-from tff_hgb.data.media import load_tfrecords
-from tff_hgb.data.media import MediaConfig
-from tff_hgb.data.media import write_tfrecords
 from tff_hgb.data.partition import ClientPartition
 from tff_hgb.data.partition import make_partition
 from tff_hgb.data.partition import Partition
@@ -34,11 +33,18 @@ from tff_hgb.data.synthetic import PRESETS as SYNTHETIC_PRESETS
 from tff_hgb.data.synthetic import SyntheticModality
 
 
+# Loaded on first use (PEP 562): they need TensorFlow (media) or TFF
+# (FederatedData), whose imports take seconds, and the binaries check their
+# flags, and describe_data reads data, without either.
+_LAZY_SYMBOLS = {
+    'FederatedData': 'tff_hgb.data.client_data',
+    'load_tfrecords': 'tff_hgb.data.media',
+    'MediaConfig': 'tff_hgb.data.media',
+    'write_tfrecords': 'tff_hgb.data.media',
+}
+
+
 def __getattr__(name):
-  # FederatedData needs tensorflow_federated, whose import takes seconds; the
-  # binaries that only read or describe data (describe_data, make_tfrecords)
-  # should not pay for it, so it is imported on first use (PEP 562).
-  if name == 'FederatedData':
-    from tff_hgb.data import client_data  # pylint: disable=g-import-not-at-top
-    return client_data.FederatedData
+  if name in _LAZY_SYMBOLS:
+    return getattr(importlib.import_module(_LAZY_SYMBOLS[name]), name)
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -52,9 +52,9 @@ from tff_hgb.data import partition as partition_lib
 DataError = dataset.DataError
 
 # Where `client_datasets` takes a client's `val` from (ALGORITHM.md §5b).
-LOCAL_VALIDATION = 'local'
-SHARED_VALIDATION = 'shared'
-VALIDATION_SOURCES = (LOCAL_VALIDATION, SHARED_VALIDATION)
+LOCAL_VALIDATION = partition_lib.LOCAL_VALIDATION
+SHARED_VALIDATION = partition_lib.SHARED_VALIDATION
+VALIDATION_SOURCES = partition_lib.VALIDATION_SOURCES
 
 
 def _as_batch(part):

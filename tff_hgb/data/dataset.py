@@ -20,7 +20,6 @@ import dataclasses
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
-import tensorflow as tf
 
 # Modality kinds; each has a default encoder in tff_hgb.models.
 VECTOR = 'vector'          # [features]
@@ -172,6 +171,9 @@ def validate(ds: MultiModalDataset) -> None:
 
 def element_spec(modalities: Sequence[ModalitySpec]):
   """The structure of one example in every TF pipeline of the project."""
+  # Imported here, as in to_tf_dataset: the binaries' flag checks read this
+  # module's names and must not wait for TensorFlow to load.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return collections.OrderedDict(
       x=collections.OrderedDict(
           (m.name, tf.TensorSpec(m.shape, tf.float32)) for m in modalities),
@@ -189,6 +191,7 @@ def to_tf_dataset(ds: MultiModalDataset,
   An absent modality (presence 0) is zero-filled, so a model never sees its
   values even if the array holds some.
   """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   presence = presence or ds.presence
   x = collections.OrderedDict()
   mask = collections.OrderedDict()

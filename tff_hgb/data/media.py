@@ -40,13 +40,14 @@ import numpy as np
 import tensorflow as tf
 
 from tff_hgb.data import dataset
+from tff_hgb.data import media_config
 
 DataError = dataset.DataError
 
-AUDIO = 'audio'
-RGB = 'rgb'
-FLOW = 'flow'
-READERS = {AUDIO: dataset.SPECTROGRAM, RGB: dataset.FRAMES, FLOW: dataset.FLOW}
+AUDIO = media_config.AUDIO
+RGB = media_config.RGB
+FLOW = media_config.FLOW
+READERS = media_config.READERS
 LABEL_COLUMN = 'label'
 CLIENT_ID_COLUMN = 'client_id'
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
@@ -56,37 +57,7 @@ _SIDECAR_FORMAT_VERSION = 1
 # silence, rather than 0 (which would be a loud, flat frame).
 _LOG_MEL_FLOOR = 1e-6
 
-
-@dataclasses.dataclass(frozen=True)
-class MediaConfig:
-  """How clips are turned into fixed-shape arrays."""
-
-  sample_rate: int = 16000      # Hz, audio is resampled to it
-  num_mel_bins: int = 64
-  num_frames: int = 100         # spectrogram frames kept (crop / pad)
-  frame_size: int = 400         # samples per STFT window (25 ms at 16 kHz)
-  frame_step: int = 160         # samples between windows (10 ms at 16 kHz)
-  num_video_frames: int = 8     # RGB / flow frames sampled per clip
-  image_height: int = 64
-  image_width: int = 64
-
-  def __post_init__(self):
-    for field in dataclasses.fields(self):
-      if getattr(self, field.name) < 1:
-        raise DataError(f'{field.name} must be >= 1, got '
-                        f'{getattr(self, field.name)}.')
-
-  @property
-  def fft_size(self) -> int:
-    """The smallest power of two that holds one window."""
-    return 1 << (self.frame_size - 1).bit_length()
-
-  def shape_of(self, reader: str) -> tuple[int, ...]:
-    if reader == AUDIO:
-      return (self.num_frames, self.num_mel_bins)
-    channels = 3 if reader == RGB else 2
-    return (self.num_video_frames, self.image_height, self.image_width,
-            channels)
+MediaConfig = media_config.MediaConfig
 
 
 # --------------------------------------------------------------------------

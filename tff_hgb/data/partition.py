@@ -65,6 +65,13 @@ DEFAULT_PRESENCE_RANGE = (0.2, 1.0)
 _MAX_DIRICHLET_ATTEMPTS = 1000
 _JSON_FORMAT_VERSION = 1
 
+# Where a client's OGR validation batches come from (ALGORITHM.md §5b): its own
+# local validation part, or the shared validation set held out of the pool
+# (`tff_hgb.data.client_data` builds both).
+LOCAL_VALIDATION = 'local'
+SHARED_VALIDATION = 'shared'
+VALIDATION_SOURCES = (LOCAL_VALIDATION, SHARED_VALIDATION)
+
 # Independent random streams of one partition, so that changing one step (say
 # the validation fraction) does not change the others (say the label split).
 _EXAMPLE_STREAM, _VALIDATION_STREAM, _PRESENCE_STREAM = 1, 2, 3

@@ -15,6 +15,7 @@ from typing import Mapping
 import numpy as np
 
 from tff_hgb import algorithms
+from tff_hgb.algorithms import registry
 from tff_hgb.data import client_data as client_data_lib
 from tff_hgb.data import dataset as dataset_lib
 from tff_hgb.data import datasets
@@ -175,7 +176,7 @@ class AlgorithmCache:
     self.builds = 0
 
   def get(self, config: config_lib.ExperimentConfig, data: ExperimentData
-          ) -> algorithms.Algorithm:
+          ) -> registry.Algorithm:
     base = config.algorithm_config()
     key = (config.algorithm.name, id(data.federated_data),
            dataclasses.replace(base, client_learning_rate=0.0,
@@ -183,7 +184,7 @@ class AlgorithmCache:
     if key in self._entries:
       self._entries.move_to_end(key)
       return self._entries[key][0]
-    algorithm = algorithms.build_algorithm(config.algorithm.name,
+    algorithm = registry.build_algorithm(config.algorithm.name,
                                            data.federated_data, base)
     self.builds += 1
     settable = _replace_learning_rates(
@@ -198,7 +199,7 @@ class AlgorithmCache:
     return algorithm
 
 
-def initial_state(algorithm: algorithms.Algorithm,
+def initial_state(algorithm: registry.Algorithm,
                   config: config_lib.ExperimentConfig):
   """process.initialize() with the configuration's learning rates set.
 

@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 from tff_hgb import algorithms
 from tff_hgb.experiment import caches
 from tff_hgb.experiment import config as config_lib
+from tff_hgb.experiment import presets
 from tff_hgb.experiment import reference
 from tff_hgb.experiment import reports
 from tff_hgb.experiment import results
@@ -21,43 +22,13 @@ from tff_hgb.experiment import run
 from tff_hgb.experiment import tuning
 
 # In a comparison: the uni-modal FedAvg of the best single modality.
-BEST_UNIMODAL = 'uni:best'
+BEST_UNIMODAL = presets.BEST_UNIMODAL
 
 
 HGB_VARIANTS = algorithms.HGB_MODES
 
-# Presets of experiments/compare.py --config (flag name → value). Flags given
-# on the command line win.
-PRESETS = {
-    # `make run`: htad Mixed-B (the paper's Table II setting), every baseline,
-    # the best uni-modal model and HGB, with the client learning rate tuned per
-    # algorithm on training-pool validation data. Measured on 2 cores shared
-    # with other jobs (load 3-7): 13.4 min wall, 14 CPU-minutes, 1.1 GB peak
-    # RSS, 20 process builds (5 algorithms x (1 for tuning + 3 seeds)); the
-    # budget is ~20 min. The grid is wide because 0.02-0.4 put every
-    # baseline's optimum on its upper edge.
-    # uni:best: the modality that is best on its own, picked by a quick
-    # centralized check on training data (`best_unimodal`); on htad audio and
-    # accel are within ~2 points of each other centrally, so it is measured
-    # rather than fixed.
-    'default': {
-        'dataset': 'htad',
-        'partition': 'mixed_b',
-        'algorithms': ['fedavg', 'fedattn', 'fednova', BEST_UNIMODAL, 'hgb'],
-        'centralized': True,
-        'seeds': '3',
-        'num_clients': 10,
-        'clients_per_round': 0,
-        'rounds': 40,
-        'local_epochs': 1,
-        'batch_size': 16,
-        'eval_every': 1,
-        'checkpoint_every': 10,
-        'target_accuracy': 0.7,
-        'tune': 'client_learning_rate:0.1,0.2,0.4,0.8,1.6',
-        'output_dir': 'results/default',
-    },
-}
+# compare's --config presets (flag name → value; flags given win).
+PRESETS = presets.COMPARISON_PRESETS
 
 
 def run_slug(name: str) -> str:

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Optional
 
 from tff_hgb import algorithms
 from tff_hgb import hgb_config
-from tff_hgb import models
+from tff_hgb import model_config
 from tff_hgb.data import datasets
 from tff_hgb.data import partition as partition_lib
 
@@ -254,7 +254,7 @@ class AlgorithmSettings:
         local_epochs=self.local_epochs,
         batch_size=self.batch_size,
         seed=seed,
-        model=models.ModelConfig(seed=seed),
+        model=model_config.ModelConfig(seed=seed),
         fedprox_mu=self.fedprox_mu,
         fedattn_epsilon=self.fedattn_epsilon,
         hgb_overrides=tuple(sorted(self.hgb)),

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_hgb import algorithms
+from tff_hgb.algorithms import registry
 from tff_hgb import evaluation
 from tff_hgb import models
 from tff_hgb.data import dataset as dataset_lib
@@ -159,7 +159,7 @@ def _remove_states_after(state_dir: str, round_num: int) -> None:
 
 
 def train(config: config_lib.ExperimentConfig, data: caches.ExperimentData,
-          algorithm: algorithms.Algorithm, *,
+          algorithm: registry.Algorithm, *,
           writer: Optional[results.RunWriter] = None,
           eval_rounds: Optional[Callable[[int], bool]] = None,
           desc: str = '') -> tuple[Any, list[dict[str, Any]]]:
@@ -227,7 +227,7 @@ def train(config: config_lib.ExperimentConfig, data: caches.ExperimentData,
 
 
 def _start(config: config_lib.ExperimentConfig,
-           algorithm: algorithms.Algorithm,
+           algorithm: registry.Algorithm,
            writer: Optional[results.RunWriter]):
   """(state, rounds done, checkpoint manager or None) a run starts from.
 
@@ -262,7 +262,7 @@ def _evaluate(keras_model, process, state, data: caches.ExperimentData
   return columns
 
 
-def missing_modality_accuracy(algorithm: algorithms.Algorithm, state,
+def missing_modality_accuracy(algorithm: registry.Algorithm, state,
                               test: dataset_lib.MultiModalDataset
                               ) -> dict[str, float]:
   """Test fusion accuracy with each modality dropped in turn (≥ 2 of them)."""

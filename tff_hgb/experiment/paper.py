@@ -14,6 +14,7 @@ from tff_hgb.data import partition as partition_lib
 from tff_hgb.experiment import caches
 from tff_hgb.experiment import comparison as comparison_lib
 from tff_hgb.experiment import config as config_lib
+from tff_hgb.experiment import presets
 from tff_hgb.experiment import reference
 from tff_hgb.experiment import reports
 from tff_hgb.experiment import results
@@ -31,25 +32,10 @@ PAPER_TABLE_II_ALGORITHMS = ('fedavg', 'fedattn', 'fednova', 'hgb_paper',
                              comparison_lib.BEST_UNIMODAL)
 PAPER_TABLE_III_ALGORITHMS = ('m_gb', 'c_gb', 'hgb_paper')
 
-# The preset of `make paper` (flags given on the command line win).
-PAPER_PRESET = {
-    'dataset': 'htad',
-    'num_clients': 10,
-    'clients_per_round': 0,
-    'rounds': 40,
-    'eval_every': 1,
-    'checkpoint_every': 10,
-    'target_accuracy': 0.7,
-    'tune': 'client_learning_rate:0.1,0.2,0.4,0.8,1.6',
-    'output_dir': 'results/paper',
-}
-# --quick: shows the machinery end to end in about a minute.
-PAPER_QUICK = {
-    'num_clients': 4,
-    'rounds': 2,
-    'tune': '',
-    'target_accuracy': 0.5,
-}
+# The preset of `make paper` and its --quick (flags given on the command line
+# win).
+PAPER_PRESET = presets.PAPER_PRESET
+PAPER_QUICK = presets.PAPER_QUICK
 
 
 def paper_plan(tables: Sequence[int], modalities: Sequence[str]

@@ -40,6 +40,7 @@ import numpy as np
 from tff_hgb.experiment import caches
 from tff_hgb.experiment import comparison as comparison_lib
 from tff_hgb.experiment import config as config_lib
+from tff_hgb.experiment import presets
 from tff_hgb.experiment import results
 from tff_hgb.experiment import study_report
 from tff_hgb.experiment import tuning
@@ -50,52 +51,8 @@ from tff_hgb.experiment import tuning
 # ---------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Setting:
-  """One data setting of the study: ExperimentConfig overrides."""
-
-  name: str
-  overrides: Mapping[str, Any]
-  selection: bool = False  # Used to choose the default hgb.
-  description: str = ''
-
-
-_HTAD_GRID = 'client_learning_rate:0.1,0.2,0.4,0.8,1.6,3.2'
-_SLOW_GRID = 'client_learning_rate:0.025,0.05,0.1,0.2,0.4,0.8'
-# The settings after the selection ones: a grid of 5 (the budget of ~2 h on
-# 2 cores); the tables mark a choice on its edge.
-_SHORT_GRID = 'client_learning_rate:0.05,0.1,0.2,0.4,0.8'
-
-SETTINGS = (
-    Setting('htad_mixed_b_e1', dict(
-        dataset='htad', partition='mixed_b', num_clients=10, rounds=30,
-        local_epochs=1, eval_every=1, tune=_HTAD_GRID, target_accuracy=0.7),
-            selection=True,
-            description='htad (audio MFCC + accelerometer statistics, MLP '
-            'encoders), Mixed-B, 10 clients, E = 1'),
-    Setting('synthetic_case_a_e5', dict(
-        dataset='synthetic', partition='case_a', num_clients=10, rounds=20,
-        local_epochs=5, eval_every=2, tune=_SLOW_GRID, target_accuracy=0.6),
-            selection=True,
-            description='synthetic paper regime (a wide memorising modality '
-            '+ a slow clean one), case A (Dirichlet α = 0.1), 10 clients, '
-            'E = 5'),
-    Setting('digits_mixed_b_e2', dict(
-        dataset='digits', partition='mixed_b', num_clients=10, rounds=20,
-        local_epochs=2, eval_every=2, tune=_SHORT_GRID, target_accuracy=0.8),
-            description='digits (UCI handwritten digits: top and bottom '
-            'halves as two 4×8 image modalities, 2-D conv encoders), '
-            'Mixed-B, 10 clients, E = 2'),
-    Setting('watch_natural_e2', dict(
-        dataset='watch', partition='natural', num_clients=10, rounds=20,
-        local_epochs=2, eval_every=2, tune=_SHORT_GRID, target_accuracy=0.6),
-            description='watch raw accelerometer + gyroscope windows '
-            '(1-D conv encoders), one client per subject, E = 2'),
-    Setting('synthetic_mixed_b_e5', dict(
-        dataset='synthetic', partition='mixed_b', num_clients=10, rounds=20,
-        local_epochs=5, eval_every=2, tune=_SHORT_GRID, target_accuracy=0.6),
-            description='synthetic paper regime, Mixed-B, 10 clients, E = 5'),
-)
+Setting = presets.Setting
+SETTINGS = presets.SETTINGS
 
 
 @dataclasses.dataclass(frozen=True)

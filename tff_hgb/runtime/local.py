@@ -17,9 +17,11 @@ from tensorflow_federated.python.core.impl.executors import remote_executor
 from tensorflow_federated.python.core.impl.types import placements
 from tensorflow_federated.python.core.environments.tensorflow_frontend import tensorflow_computation
 
+from tff_hgb.runtime import options
 from tff_hgb.runtime import workers
 
-DEFAULT_MAX_CONCURRENT_COMPUTATION_CALLS = 8
+DEFAULT_MAX_CONCURRENT_COMPUTATION_CALLS = (
+    options.DEFAULT_MAX_CONCURRENT_COMPUTATION_CALLS)
 
 
 class _WorkerConnection:

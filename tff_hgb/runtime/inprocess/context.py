@@ -15,6 +15,7 @@ import weakref
 
 import tensorflow_federated as tff
 
+from tff_hgb.runtime import options
 from tff_hgb.runtime.inprocess import _tff_internals
 from tff_hgb.runtime.inprocess import devices as devices_lib
 from tff_hgb.runtime.inprocess import interpreter
@@ -24,7 +25,8 @@ from tff_hgb.runtime.inprocess._tff_internals import computation_types
 from tff_hgb.runtime.inprocess._tff_internals import placements
 
 
-DEFAULT_MAX_CLIENTS_IN_FLIGHT_PER_DEVICE = 2
+DEFAULT_MAX_CLIENTS_IN_FLIGHT_PER_DEVICE = (
+    options.DEFAULT_MAX_CLIENTS_IN_FLIGHT_PER_DEVICE)
 # Oldest entries are dropped beyond this many (long runs).
 PLACEMENT_LOG_LIMIT = 100_000
 

@@ -12,12 +12,15 @@ from typing import Sequence, Union
 
 import tensorflow as tf
 
+from tff_hgb.runtime import options
+
 
 DeviceSpec = Union[None, str, Sequence[str]]
 
 
-class DeviceConfigurationError(RuntimeError):
-  """The requested devices cannot be set up in this process."""
+# Defined with the runtime options, so that binaries can name it without
+# loading TensorFlow.
+DeviceConfigurationError = options.DeviceConfigurationError
 
 
 def parse_device_spec(devices: DeviceSpec) -> tuple[str, object]:
