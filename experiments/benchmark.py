@@ -35,10 +35,9 @@ import shlex
 import sys
 import time
 
-from absl import app
 from absl import flags
-from absl import logging
 
+from experiments import startup
 from tff_hgb.benchmarking import settings as settings_lib
 
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', 'results/bench',
@@ -103,20 +102,15 @@ def settings_from_flags() -> settings_lib.Settings:
       quick=_QUICK.value, seed=_SEED.value))
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise SystemExit(f'error: unexpected arguments {" ".join(argv[1:])}')
+def check_flags() -> settings_lib.Settings:
   try:
-    settings = settings_from_flags()
+    return settings_from_flags()
   except ValueError as e:
     raise SystemExit(f'error: {e}') from None
+
+
+def main(settings: settings_lib.Settings) -> None:
   start = time.perf_counter()
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  logging.set_verbosity(logging.WARNING)
-  # Imported only now: TensorFlow reads TF_CPP_MIN_LOG_LEVEL when it is first
-  # imported, and a bad flag is answered without waiting for its slow import.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.get_logger().setLevel('ERROR')
   from tff_hgb.benchmarking import driver  # pylint: disable=g-import-not-at-top
   if _PLAIN_LOOP_SERVER.value:
     driver.serve_plain_loop(settings, _PLAIN_LOOP_SERVER.value)
@@ -129,4 +123,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  startup.run(main, check_flags)

@@ -12,13 +12,11 @@ accuracy vs rounds, mean and band over seeds) and summary.json, and prints the
 table. --resume continues an interrupted comparison (finished runs are kept).
 """
 
-from absl import app
 from absl import flags
 
 from experiments import flags_lib
-from tff_hgb.experiment import caches
-from tff_hgb.experiment import comparison as comparison_lib
 from tff_hgb.experiment import config as config_lib
+from tff_hgb.experiment import presets
 
 flags.DEFINE_list('algorithms', ['fedavg', 'hgb'],
                   'Algorithms to compare (registry names, uni:<modality>, '
@@ -30,7 +28,7 @@ flags.DEFINE_string('seeds', '1',
 flags.DEFINE_bool('centralized', False,
                   'Add the centralized reference row (same model, fused loss, '
                   'whole training pool).')
-flags.DEFINE_enum('config', None, sorted(comparison_lib.PRESETS),
+flags.DEFINE_enum('config', None, sorted(presets.COMPARISON_PRESETS),
                   'A preset: fills every flag not given on the command line '
                   '(default = what `make run` runs).')
 
@@ -56,26 +54,28 @@ def parse_seeds(text: str, first: int) -> tuple[int, ...]:
   return seeds
 
 
-def comparison_from_flags() -> comparison_lib.ComparisonConfig:
+def check_flags() -> tuple[config_lib.ExperimentConfig, tuple[int, ...]]:
+  """The base config and the seeds (TensorFlow-free; see flags_lib.run)."""
   if FLAGS.config:
-    preset = dict(comparison_lib.PRESETS[FLAGS.config])
+    preset = dict(presets.COMPARISON_PRESETS[FLAGS.config])
     flags_lib.apply_preset(preset)
   # The base's algorithm is a stand-in: each run replaces it.
   config = flags_lib.config_from_flags('fedavg')
   flags_lib.reject_export_dir('compare')
   seeds = parse_seeds(FLAGS.seeds, config.run.seed)
-  return comparison_lib.ComparisonConfig(
-      base=config, algorithms=tuple(FLAGS.algorithms), seeds=seeds,
-      centralized=FLAGS.centralized)
+  flags_lib.check_runtime_flags()
+  return config, seeds
 
 
-def main(argv):
-  flags_lib.check_no_arguments(argv)
-  flags_lib.quiet_logs()
+def main(checked: tuple[config_lib.ExperimentConfig, tuple[int, ...]]) -> None:
+  # The harness needs TensorFlow, loaded once the flags were checked.
+  from tff_hgb.experiment import caches  # pylint: disable=g-import-not-at-top
+  from tff_hgb.experiment import comparison as comparison_lib  # pylint: disable=g-import-not-at-top
+  base, seeds = checked
   with flags_lib.user_errors_exit():
-    flags_lib.check_runtime_flags()
-    comparison = comparison_from_flags()
-    base = comparison.base
+    comparison = comparison_lib.ComparisonConfig(
+        base=base, algorithms=tuple(FLAGS.algorithms), seeds=seeds,
+        centralized=FLAGS.centralized)
     # The runtime comes before any data: --runtime=inprocess sets up devices.
     flags_lib.start_runtime()
     # run_comparison checks --output_dir and every algorithm on the data
@@ -89,4 +89,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  flags_lib.run(main, check_flags)

@@ -15,15 +15,17 @@ flag, which `user_errors_exit` prints in one line.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 from absl import flags
 
+from experiments import startup
+
 from tff_hgb import hgb_config
-from tff_hgb import runtime
 from tff_hgb.data import dataset as dataset_lib
 from tff_hgb.experiment import config as config_lib
-from tff_hgb.runtime import configure as runtime_configure
+from tff_hgb.runtime import options as runtime_options
+from tff_hgb.runtime import workers as runtime_workers
 
 FLAGS = flags.FLAGS
 # Flag defaults = the config's (flat form: {flag name: default}).
@@ -147,7 +149,7 @@ def apply_preset(preset: Mapping[str, Any]) -> None:
 
 
 # --runtime, --devices, --workers, --local_workers, ... (tff_hgb/runtime).
-runtime_configure.define_runtime_flags()
+runtime_options.define_runtime_flags()
 
 
 class RuntimeFlagError(ValueError):
@@ -157,8 +159,8 @@ class RuntimeFlagError(ValueError):
 def check_runtime_flags() -> None:
   """Validates the runtime flags before any heavy work (no side effects)."""
   try:
-    runtime_configure.validate_runtime_flags(
-        **runtime_configure.runtime_kwargs_from_flags())
+    runtime_options.validate_runtime_flags(
+        **runtime_options.runtime_kwargs_from_flags())
   except ValueError as e:
     raise RuntimeFlagError(str(e)) from None
 
@@ -170,7 +172,8 @@ def start_runtime() -> str:
   up before TensorFlow initialises them). Workers it starts are stopped by
   `tff_hgb.runtime.stop_all_workers()`.
   """
-  return runtime_configure.configure_runtime_from_flags()
+  from tff_hgb.runtime import configure  # pylint: disable=g-import-not-at-top
+  return configure.configure_runtime_from_flags()
 
 
 def error_exit(error: Exception) -> None:
@@ -179,14 +182,10 @@ def error_exit(error: Exception) -> None:
   raise SystemExit(f'error: {message}')
 
 
-def check_no_arguments(argv) -> None:
-  if len(argv) > 1:
-    error_exit(ValueError(f'unexpected arguments {" ".join(argv[1:])}'))
-
-
 # Errors a user can cause (flags, data, runtime set-up): each names its cause.
 USER_ERRORS = (config_lib.UsageError, dataset_lib.DataError, RuntimeFlagError,
-               runtime.WorkerError, runtime.DeviceConfigurationError)
+               runtime_workers.WorkerError,
+               runtime_options.DeviceConfigurationError)
 
 
 @contextlib.contextmanager
@@ -206,13 +205,18 @@ def user_errors_exit():
         f'{f" ({e.filename})" if e.filename else ""}; free the space and '
         'rerun with --resume to continue from the last saved round.'))
   finally:
-    runtime.stop_all_workers()
+    runtime_workers.stop_all_workers()
 
 
-def quiet_logs() -> None:
-  """Only warnings and errors from absl/TF logging (the bar shows progress)."""
-  from absl import logging  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  logging.set_verbosity(logging.WARNING)
-  # E.g. TF's tf.function retracing notices when models are rebuilt per run.
-  tf.get_logger().setLevel('ERROR')
+_Checked = TypeVar('_Checked')
+
+
+def run(main: Callable[[_Checked], None], check: Callable[[], _Checked]
+        ) -> None:
+  """`startup.run` with user errors of `check()` ended in one line."""
+
+  def checked_or_exit():
+    with user_errors_exit():
+      return check()
+
+  startup.run(main, checked_or_exit)

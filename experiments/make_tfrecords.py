@@ -11,15 +11,12 @@ The manifest has one row per clip: a path column per modality (named `audio`,
 the result with `--dataset=tfrecord:data/clips.tfrecord`.
 """
 
-import sys
-
-from absl import app
 from absl import flags
 
-from tff_hgb.data import datasets
-from tff_hgb.data import media
+from experiments import startup
+from tff_hgb.data import media_config
 
-_DEFAULTS = media.MediaConfig()
+_DEFAULTS = media_config.MediaConfig()
 
 _MANIFEST = flags.DEFINE_string('manifest', None, 'The CSV manifest.')
 _OUTPUT = flags.DEFINE_string(
@@ -47,36 +44,41 @@ _MODALITY_COLUMNS = flags.DEFINE_list(
     'after their reader.')
 
 
-def convert(argv) -> str:
-  """Runs the conversion; returns the summary to print."""
-  if len(argv) > 1:
-    raise ValueError(f'unexpected arguments {argv[1:]}')
-  if not _MANIFEST.value or not _OUTPUT.value:
-    raise ValueError('--manifest and --output are required')
-  columns = {}
-  for pair in _MODALITY_COLUMNS.value:
-    column, sep, reader = pair.partition('=')
-    if not sep or not column or not reader:
-      raise ValueError(f'--modality_columns: {pair!r} is not column=reader')
-    columns[column] = reader
-  config = media.MediaConfig(
-      sample_rate=_SAMPLE_RATE.value, num_mel_bins=_NUM_MEL_BINS.value,
-      num_frames=_NUM_FRAMES.value, frame_size=_FRAME_SIZE.value,
-      frame_step=_FRAME_STEP.value,
-      num_video_frames=_NUM_VIDEO_FRAMES.value,
-      image_height=_IMAGE_SIZE.value, image_width=_IMAGE_SIZE.value)
-  converted = media.write_tfrecords(_MANIFEST.value, _OUTPUT.value, config,
-                                    columns)
-  return (f'wrote {_OUTPUT.value} and {media.sidecar_path(_OUTPUT.value)}\n'
-          + datasets.describe(converted))
-
-
-def main(argv):
+def check_flags() -> tuple[media_config.MediaConfig, dict[str, str]]:
+  """The media settings and column readers (TensorFlow-free; startup.run)."""
   try:
-    print(convert(argv))
+    if not _MANIFEST.value or not _OUTPUT.value:
+      raise ValueError('--manifest and --output are required')
+    columns = {}
+    for pair in _MODALITY_COLUMNS.value:
+      column, sep, reader = pair.partition('=')
+      if not sep or not column or not reader:
+        raise ValueError(f'--modality_columns: {pair!r} is not column=reader')
+      columns[column] = reader
+    config = media_config.MediaConfig(
+        sample_rate=_SAMPLE_RATE.value, num_mel_bins=_NUM_MEL_BINS.value,
+        num_frames=_NUM_FRAMES.value, frame_size=_FRAME_SIZE.value,
+        frame_step=_FRAME_STEP.value,
+        num_video_frames=_NUM_VIDEO_FRAMES.value,
+        image_height=_IMAGE_SIZE.value, image_width=_IMAGE_SIZE.value)
   except ValueError as e:  # DataError is a ValueError.
-    sys.exit(f'error: {e}')
+    raise SystemExit(f'error: {e}') from None
+  return config, columns
+
+
+def main(checked: tuple[media_config.MediaConfig, dict[str, str]]) -> None:
+  # Reading media needs TensorFlow, loaded once the flags were checked.
+  from tff_hgb.data import datasets  # pylint: disable=g-import-not-at-top
+  from tff_hgb.data import media  # pylint: disable=g-import-not-at-top
+  config, columns = checked
+  try:
+    converted = media.write_tfrecords(_MANIFEST.value, _OUTPUT.value, config,
+                                      columns)
+  except ValueError as e:  # DataError is a ValueError.
+    raise SystemExit(f'error: {e}') from None
+  print(f'wrote {_OUTPUT.value} and {media.sidecar_path(_OUTPUT.value)}\n'
+        + datasets.describe(converted))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  startup.run(main, check_flags)

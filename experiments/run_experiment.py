@@ -9,14 +9,11 @@ TensorBoard events, summary.json and program state (for --resume) into
 with a one-line error naming the flag.
 """
 
-from absl import app
 from absl import flags
 
 from experiments import flags_lib
 from tff_hgb import algorithms
-from tff_hgb.experiment import caches
 from tff_hgb.experiment import config as config_lib
-from tff_hgb.experiment import run
 
 flags.DEFINE_string('algorithm', 'hgb',
                     f'Algorithm: {algorithms.describe_names()}.')
@@ -24,13 +21,18 @@ flags.DEFINE_string('algorithm', 'hgb',
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-  flags_lib.check_no_arguments(argv)
-  flags_lib.quiet_logs()
+def check_flags() -> config_lib.ExperimentConfig:
+  config = flags_lib.config_from_flags(FLAGS.algorithm)
+  config_lib.validate(config)
+  flags_lib.check_runtime_flags()
+  return config
+
+
+def main(config: config_lib.ExperimentConfig) -> None:
+  # The harness needs TensorFlow, loaded once the flags were checked.
+  from tff_hgb.experiment import caches  # pylint: disable=g-import-not-at-top
+  from tff_hgb.experiment import run  # pylint: disable=g-import-not-at-top
   with flags_lib.user_errors_exit():
-    flags_lib.check_runtime_flags()
-    config = flags_lib.config_from_flags(FLAGS.algorithm)
-    config_lib.validate(config)
     # The runtime comes before any data: --runtime=inprocess sets up devices.
     flags_lib.start_runtime()
     # run_experiment checks --output_dir, then loads the data into the cache.
@@ -39,4 +41,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  flags_lib.run(main, check_flags)

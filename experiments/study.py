@@ -10,14 +10,13 @@ tuning and --seeds seeds, and writes --output_dir/STUDY.md and study.json
 continue.
 """
 
-from absl import app
 from absl import flags
 
 from experiments import flags_lib
 from tff_hgb.experiment import config as config_lib
-from tff_hgb.experiment import study
+from tff_hgb.experiment import presets
 
-flags.DEFINE_list('settings', [s.name for s in study.SETTINGS],
+flags.DEFINE_list('settings', [s.name for s in presets.SETTINGS],
                   'Which settings, in order.')
 flags.DEFINE_integer('study_seeds', 5, 'Seeds of the final runs (0, 1, ...).')
 flags.DEFINE_bool('quick', False, 'A tiny study that shows the machinery.')
@@ -28,28 +27,33 @@ flags.DEFINE_bool('report_only', False,
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-  flags_lib.check_no_arguments(argv)
-  flags_lib.quiet_logs()
+def check_flags() -> list[presets.Setting]:
+  """The settings to run (TensorFlow-free; see flags_lib.run)."""
+  flags_lib.reject_export_dir('study')
+  if not FLAGS.output_dir:
+    raise config_lib.UsageError('output_dir', 'is required.')
+  known = {s.name: s for s in presets.SETTINGS}
+  unknown = [name for name in FLAGS.settings if name not in known]
+  if unknown or not FLAGS.settings:
+    raise config_lib.UsageError(
+        'settings', f'unknown {unknown}; expected some of {sorted(known)}.')
+  if FLAGS.study_seeds < 2:
+    raise config_lib.UsageError(
+        'study_seeds', 'paired intervals need ≥ 2 seeds.')
+  settings = [known[name] for name in FLAGS.settings]
+  if not any(s.selection for s in settings):
+    raise config_lib.UsageError(
+        'settings', 'include a selection setting (' + ', '.join(
+            s.name for s in presets.SETTINGS if s.selection) + ').')
+  flags_lib.check_runtime_flags()
+  return settings
+
+
+def main(settings: list[presets.Setting]) -> None:
+  # The study needs TensorFlow, loaded once the flags were checked.
+  from tff_hgb.experiment import study  # pylint: disable=g-import-not-at-top
+  output_dir = FLAGS.output_dir
   with flags_lib.user_errors_exit():
-    flags_lib.check_runtime_flags()
-    flags_lib.reject_export_dir('study')
-    output_dir = FLAGS.output_dir
-    if not output_dir:
-      raise config_lib.UsageError('output_dir', 'is required.')
-    known = {s.name: s for s in study.SETTINGS}
-    unknown = [name for name in FLAGS.settings if name not in known]
-    if unknown or not FLAGS.settings:
-      raise config_lib.UsageError(
-          'settings', f'unknown {unknown}; expected some of {sorted(known)}.')
-    if FLAGS.study_seeds < 2:
-      raise config_lib.UsageError(
-          'study_seeds', 'paired intervals need ≥ 2 seeds.')
-    settings = [known[name] for name in FLAGS.settings]
-    if not any(s.selection for s in settings):
-      raise config_lib.UsageError(
-          'settings', 'include a selection setting (' + ', '.join(
-              s.name for s in study.SETTINGS if s.selection) + ').')
     if not FLAGS.report_only:
       flags_lib.start_runtime()
     outcome = study.run_study(output_dir, seeds=list(range(FLAGS.study_seeds)),
@@ -61,4 +65,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  flags_lib.run(main, check_flags)

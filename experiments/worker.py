@@ -54,11 +54,11 @@ def main(argv) -> None:
   if len(argv) > 1:
     _fail(f'unexpected arguments {" ".join(argv[1:])}')
   # Imported here: flags errors should not wait for TensorFlow to load.
-  from tff_hgb.runtime import configure  # pylint: disable=g-import-not-at-top
+  from tff_hgb.runtime import options  # pylint: disable=g-import-not-at-top
   from tff_hgb.runtime import workers  # pylint: disable=g-import-not-at-top
 
   try:
-    host, port = configure.parse_address(f'{FLAGS.host}:{FLAGS.port}',
+    host, port = options.parse_address(f'{FLAGS.host}:{FLAGS.port}',
                                          '--host/--port')
   except ValueError as e:
     _fail(str(e))
