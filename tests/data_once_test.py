@@ -1,7 +1,7 @@
 """A binary's run loads its data once: the library reuses the binary's cache.
 
-Each binary's `main` runs here in-process (on the session's TFF worker) while
-the data-set loader and the partitioner count their calls.
+Each binary's `check_flags` and `main` run here in-process (in the session's
+runtime) while the data-set loader and the partitioner count their calls.
 """
 
 import os
@@ -12,7 +12,6 @@ import pytest
 from experiments import compare
 from experiments import flags_lib
 from experiments import run_experiment
-from tff_hgb import runtime
 from tff_hgb.data import datasets
 from tff_hgb.data import partition as partition_lib
 from tff_hgb.experiment import results
@@ -37,18 +36,19 @@ def calls(monkeypatch):
 
   monkeypatch.setattr(datasets, 'load', counting_load)
   monkeypatch.setattr(partition_lib, 'make_partition', counting_partition)
-  # The session owns the TFF context and its worker (tests/conftest.py).
-  monkeypatch.setattr(flags_lib, 'start_runtime', lambda: 'tff')
-  monkeypatch.setattr(runtime, 'stop_all_workers', lambda: None)
+  # The session owns the runtime (tests/conftest.py).
+  monkeypatch.setattr(flags_lib, 'start_runtime', lambda: 'session')
+  monkeypatch.setattr(flags_lib.runtime_workers, 'stop_all_workers',
+                      lambda: None)
   return counts
 
 
-def _run_main(main, argv):
+def _run_main(binary, argv):
   was_parsed = flags.FLAGS.is_parsed()
   flags.FLAGS.unparse_flags()
   try:
     flags.FLAGS(argv)
-    main(argv[:1])
+    binary.main(binary.check_flags())
   finally:
     flags.FLAGS.unparse_flags()
     if was_parsed:
@@ -57,7 +57,7 @@ def _run_main(main, argv):
 
 def test_run_experiment_binary_loads_its_data_once(tmp_path, calls):
   out = str(tmp_path / 'run')
-  _run_main(run_experiment.main, ['run_experiment', '--algorithm=fedavg',
+  _run_main(run_experiment, ['run_experiment', '--algorithm=fedavg',
                                   *SMALL, f'--output_dir={out}'])
   assert os.path.exists(os.path.join(out, results.SUMMARY_JSON))
   assert calls == {'load': 1, 'partition': 1}
@@ -65,7 +65,7 @@ def test_run_experiment_binary_loads_its_data_once(tmp_path, calls):
 
 def test_compare_binary_loads_its_data_once(tmp_path, calls):
   out = str(tmp_path / 'cmp')
-  _run_main(compare.main, ['compare', '--algorithms=fedavg,fedavg_all_heads',
+  _run_main(compare, ['compare', '--algorithms=fedavg,fedavg_all_heads',
                            '--seeds=1', *SMALL, f'--output_dir={out}'])
   assert os.path.exists(os.path.join(out, results.SUMMARY_JSON))
   assert calls == {'load': 1, 'partition': 1}

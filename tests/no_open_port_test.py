@@ -84,3 +84,13 @@ def test_tff_runtime_listens_on_all_interfaces_and_warns(tmp_path):
   port = next(iter(seen))[2]
   assert warnings[0].startswith('warning: TFF worker_binary') and (
       f'*:{port} ' in warnings[0]), warnings[0]
+
+
+def test_this_test_session_runs_in_process_by_default():
+  # make test's own computations run as the binaries' default does; only the
+  # parity tests start a TFF worker (tests/conftest.py, `tff_runtime`).
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  from tff_hgb.runtime import inprocess  # pylint: disable=g-import-not-at-top
+  assert isinstance(tff.framework.get_context_stack().current,
+                    inprocess.InProcessContext)
+  assert not _listening([psutil.Process()])

@@ -2,8 +2,8 @@
 
 Logical CPU devices can only be configured before TensorFlow initialises its
 devices, so the two-device runs happen in a child process (`_CHILD`), which
-prints its results as JSON; the pytest process compares them with the session's
-TFF runtime. The helpers below (tiny HGB data, model, processes) are shared by
+prints its results as JSON; the pytest process compares them with TFF's C++
+runtime (the `tff_runtime` fixture). The helpers below (tiny HGB data, model, processes) are shared by
 the child and by runtime_multiworker_test.py.
 """
 
@@ -107,14 +107,16 @@ def max_abs_diff(a, b):
 
 
 @functools.lru_cache(maxsize=None)
-def reference_hgb_weights():
-  """The fixed HGB run under the session's TFF runtime (computed once)."""
-  return tuple(train(build_hgb(), make_clients())[1])
+def reference_hgb_weights(tff_runtime):
+  """The fixed HGB run on TFF's C++ runtime (computed once)."""
+  with tff_runtime.active():
+    return tuple(train(build_hgb(), make_clients())[1])
 
 
 @functools.lru_cache(maxsize=None)
-def reference_fedavg_weights():
-  return tuple(train(build_fedavg(), train_data(make_clients()))[1])
+def reference_fedavg_weights(tff_runtime):
+  with tff_runtime.active():
+    return tuple(train(build_fedavg(), train_data(make_clients()))[1])
 
 
 # --- The two-device child. ---------------------------------------------------
@@ -145,15 +147,15 @@ _CHILD = textwrap.dedent("""
 
 
 @pytest.fixture(scope='module')
-def two_device_child():
+def two_device_child(tff_runtime):
   env = dict(os.environ, PYTHONPATH=_REPO, TF_CPP_MIN_LOG_LEVEL='2')
   with tempfile.TemporaryFile('w+') as out, tempfile.TemporaryFile('w+') as err:
     child = subprocess.Popen([sys.executable, '-c', _CHILD, _TESTS], env=env,
                              stdout=out, stderr=err, text=True)
     try:
-      # The references (session runtime) are computed while the child runs.
-      reference_hgb_weights()
-      reference_fedavg_weights()
+      # The references (TFF's runtime) are computed while the child runs.
+      reference_hgb_weights(tff_runtime)
+      reference_fedavg_weights(tff_runtime)
       child.wait(timeout=600)
     finally:
       if child.poll() is None:
@@ -179,24 +181,26 @@ def restore_context():
   yield
   current = stack.current
   stack.set_default_context(saved)
-  if isinstance(current, inprocess.InProcessContext):
+  if current is not saved and isinstance(current, inprocess.InProcessContext):
     current.close()
 
 
 # --- Parity and placement (two logical CPU devices, child process). ----------
 
 
-def test_hgb_on_two_devices_matches_tff_runtime(two_device_child):
-  reference = reference_hgb_weights()
+def test_hgb_on_two_devices_matches_tff_runtime(two_device_child,
+                                                tff_runtime):
+  reference = reference_hgb_weights(tff_runtime)
   assert max_abs_diff(two_device_child['hgb'], reference) <= 1e-5
   process = build_hgb()
   initial = trainable(process, process.initialize())
   assert max_abs_diff(reference, initial) > 1e-3  # Training moved the model.
 
 
-def test_tff_fedavg_on_two_devices_matches_tff_runtime(two_device_child):
+def test_tff_fedavg_on_two_devices_matches_tff_runtime(two_device_child,
+                                                       tff_runtime):
   assert max_abs_diff(two_device_child['fedavg'],
-                      reference_fedavg_weights()) <= 1e-5
+                      reference_fedavg_weights(tff_runtime)) <= 1e-5
 
 
 @pytest.mark.parametrize('log', ['hgb_log', 'fedavg_log'])
@@ -306,8 +310,10 @@ def _assert_same_structure_and_values(a, b):
 
 
 @pytest.mark.parametrize('compiled', [True, False])
-def test_intrinsics_match_tff_runtime(restore_context, compiled):
-  expected = _many_intrinsics(*_intrinsics_args())
+def test_intrinsics_match_tff_runtime(restore_context, tff_runtime,
+                                      compiled):
+  with tff_runtime.active():
+    expected = _many_intrinsics(*_intrinsics_args())
   assert expected['weighted_mean'] == pytest.approx(15.0 / 4)
   assert list(expected['reduced']) == pytest.approx([2.0, 6.0, 12.0])
   # compiled=False interprets the uncompiled building block, so the intrinsics
@@ -344,12 +350,14 @@ def _ordered_aggregate(values):
                                  _report_float)
 
 
-def test_aggregate_folds_clients_in_order_in_one_traced_call(restore_context):
+def test_aggregate_folds_clients_in_order_in_one_traced_call(restore_context,
+                                                            tff_runtime):
   values = [2.0, -1.0, 0.5, 4.0]
   expected = 1.0
   for v in values:
     expected = expected * 3.0 + v
-  assert _ordered_aggregate(values) == pytest.approx(expected)  # C++ runtime.
+  with tff_runtime.active():
+    assert _ordered_aggregate(values) == pytest.approx(expected)
   context = inprocess.InProcessContext(['/device:CPU:0'])
   tff.framework.get_context_stack().set_default_context(context)
   def fold_traces():
@@ -379,10 +387,11 @@ def _variable_from_parameter(x):
   return doubled.read_value() + 1.0
 
 
-def test_variables_are_initialised_on_every_call(restore_context):
+def test_variables_are_initialised_on_every_call(restore_context, tff_runtime):
   # As the C++ runtime: each call starts from the variables' initial values.
-  expected = [[_add_to_fresh_variable(x) for x in (1.0, 2.0, 1.0)],
-              [_variable_from_parameter(x) for x in (3.0, 5.0)]]
+  with tff_runtime.active():
+    expected = [[_add_to_fresh_variable(x) for x in (1.0, 2.0, 1.0)],
+                [_variable_from_parameter(x) for x in (3.0, 5.0)]]
   assert expected == [[11.0, 12.0, 11.0], [7.0, 11.0]]
   functions = tf_functions._TF_FUNCTIONS  # pylint: disable=protected-access
   known = set(functions.keys())

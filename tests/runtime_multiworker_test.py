@@ -63,8 +63,9 @@ def no_stray_workers():
   assert all(not w.alive() for w in started)
 
 
-def test_hgb_split_over_two_local_workers_matches_tff_runtime(no_stray_workers):
-  reference = helpers.reference_hgb_weights()  # Under the session's runtime.
+def test_hgb_split_over_two_local_workers_matches_tff_runtime(no_stray_workers,
+                                                              tff_runtime):
+  reference = helpers.reference_hgb_weights(tff_runtime)
   description = runtime.configure_runtime('tff', local_workers=2)
   assert 'split over 2 TFF workers' in description
   _, weights = helpers.train(helpers.build_hgb(), helpers.make_clients())
@@ -74,7 +75,7 @@ def test_hgb_split_over_two_local_workers_matches_tff_runtime(no_stray_workers):
 def test_dead_worker_is_named_and_a_fresh_context_resumes(no_stray_workers):
   process = helpers.build_fedavg()
   data = helpers.train_data(helpers.make_clients())
-  # Reference: two uninterrupted rounds on the session's runtime.
+  # Reference: two uninterrupted rounds in the session's runtime.
   state, _ = helpers.train(process, data, rounds=1)
   _, reference = helpers.train(process, data, rounds=1, state=state)
 

@@ -75,9 +75,10 @@ def test_federated_mean_runs_on_owned_worker(tff_runtime):
   def weighted(x):
     return tff.federated_sum(x)
 
-  assert weighted([1.0, 2.5]) == pytest.approx(3.5)
-  assert tff_runtime.alive()
-  assert tff_runtime in runtime.started_workers()
+  with tff_runtime.active() as worker:
+    assert weighted([1.0, 2.5]) == pytest.approx(3.5)
+  assert worker.alive()
+  assert worker in runtime.started_workers()
 
 
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGKILL, signal.SIGINT])
