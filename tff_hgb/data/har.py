@@ -29,6 +29,7 @@ import dataclasses
 import gzip
 import pickle
 import zlib
+
 import numpy as np
 
 from tff_hgb.data import dataset
@@ -118,7 +119,7 @@ _GLOBALS = {
     ('pandas.core.indexes.base', 'Index'): 'Index',
     ('pandas.core.indexes.range', 'RangeIndex'): 'RangeIndex',
 }
-# The file was written by Python 2 era pandas (pickle protocol 2 names).
+# The file was pickled with an old protocol, which names Python 2's modules.
 _PYTHON2_MODULES = {'copy_reg': 'copyreg', '__builtin__': 'builtins'}
 
 
