@@ -23,6 +23,7 @@ from experiments import startup
 
 from tff_hgb import hgb_config
 from tff_hgb.data import dataset as dataset_lib
+from tff_hgb.data import datasets
 from tff_hgb.experiment import config as config_lib
 from tff_hgb.runtime import options as runtime_options
 from tff_hgb.runtime import workers as runtime_workers
@@ -32,8 +33,7 @@ FLAGS = flags.FLAGS
 _DEFAULTS = config_lib.ExperimentConfig().to_dict()
 
 flags.DEFINE_string('dataset', _DEFAULTS['dataset'],
-                    'Data set: htad, watch, basicmotions, synthetic, '
-                    'npz:<path> or tfrecord:<path>.')
+                    f'Data set: {", ".join(datasets.dataset_names())}.')
 flags.DEFINE_string('partition', _DEFAULTS['partition'],
                     'Client partition scheme: case_a, 1m_b, 2m_b, mixed_b, '
                     'case_c, natural or iid.')
