@@ -74,6 +74,10 @@ class AlgorithmConfig:
   validation_source: str = client_data_lib.LOCAL_VALIDATION
   # §5: encoder/head m averaged only over clients holding m (all HGB modes).
   modality_aware: bool = False
+  # Clients' training steps (and HGB's snapshots) run XLA-compiled
+  # (`models.MultiModalModel`); off by default (docs/BENCHMARKS.md says where
+  # it pays and that the TFF worker cannot).
+  jit: bool = False
 
   def __post_init__(self):
     if not 0.0 <= self.max_client_share <= 1.0:
@@ -182,7 +186,8 @@ def build_algorithm(name: str, federated_data, config: AlgorithmConfig
   head_weights = (models.equal_head_weights(modality_names)
                   if name == 'fedavg_all_heads' else None)
   model_fn = models.build_model_fn(modalities, num_classes, config=config.model,
-                                   head_weights=head_weights)
+                                   head_weights=head_weights,
+                                   jit_compile=config.jit)
 
   if name in HGB_MODES:
     process, validation = _hgb_process(name, model_fn, config)
