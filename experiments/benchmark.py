@@ -19,7 +19,11 @@ Sections (--sections, in this order):
             reduce loop), equal training work, E = --local_epochs
   flops     round time / the time its arithmetic needs at the measured matmul
             rate, and where the rest goes (CPU split, perf of the worker)
-  runtimes  TFF runtime and in-process context vs a plain single-process loop
+  runtimes  TFF runtime and in-process context vs a plain single-process loop,
+            and the in-process round with --jit
+  media     the media workload (conv encoders on a spectrogram [50, 32] and a
+            16x16x3 frame): round time over its FLOP floor, HGB/FedAvg,
+            in-process and TFF, with and without --jit
   scaling   seconds per round at --scaling_clients clients per round
   workers   seconds per round with --worker_counts local workers (mergeable
             context), every context's workers stopped afterwards

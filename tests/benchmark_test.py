@@ -95,7 +95,7 @@ def test_machine_versions_and_settings(quick_run):
   assert report['command'].startswith('python -m experiments.benchmark')
   assert report['total_runtime_s'] > 0
   assert set(report['section_seconds']) == {
-      'memory', 'ratio', 'flops', 'runtimes', 'scaling', 'workers'}
+      'memory', 'ratio', 'flops', 'runtimes', 'media', 'scaling', 'workers'}
 
 
 def test_hgb_over_fedavg_fields(quick_run):
@@ -169,12 +169,38 @@ def test_runtimes_and_workers_fields(quick_run):
   assert workers['local_worker_alive'] is True
 
 
+def test_media_fields(quick_run):
+  media = quick_run[0]['results']['media']
+  assert 'spectrogram [50, 32]' in media['workload']['data']
+  assert 'image [16, 16, 3]' in media['workload']['data']
+  per_example = media['flops_per_example']
+  # Convolutions: far more arithmetic per example than the MLP, and no
+  # dense-layer count to check it against.
+  assert per_example['analytic_dense_forward'] is None
+  assert 0 < per_example['forward'] < per_example['train_step']
+  assert 0 < media['floor_s']['fedavg'] < media['floor_s']['hgb']
+  for runtime in ('inprocess', 'tff'):
+    for jit in ('no_jit', 'jit'):
+      entry = media[runtime][jit]
+      for key in ('hgb_round_s', 'fedavg_round_s', 'hgb_over_fedavg',
+                  'hgb_over_flop_floor', 'fedavg_over_flop_floor'):
+        assert _is_summary(entry[key]), (runtime, jit, key, entry[key])
+      assert entry['hgb_over_flop_floor']['min'] > 1
+    assert set(media[runtime]['jit_over_no_jit']) == {'hgb', 'fedavg'}
+  assert _is_summary(media['tff_over_inprocess']['hgb'])
+  runtimes = quick_run[0]['results']['runtimes']
+  assert _is_summary(runtimes['inprocess_jit_over_inprocess'])
+
+
 def test_targets_and_markdown(quick_run):
   report, markdown = quick_run[0], quick_run[1]
   figures = {t['figure'] for t in report['targets']}
   assert 'hgb_over_fedavg_round_time E=1' in figures
   assert 'rss_growth_pct (round 10 → last)' in figures
   assert 'inprocess_over_plain_loop' in figures
+  assert 'inprocess HGB round (MLP), --jit / without' in figures
+  assert 'media HGB round / FLOP floor, in-process, no_jit' in figures
+  assert '| media inprocess jit: hgb_over_flop_floor |' in markdown
   for heading in ('## Machine and versions', '## Figures', '## Targets',
                   '## Where the time goes'):
     assert heading in markdown
@@ -190,4 +216,4 @@ def test_bad_flags_fail_with_one_line():
   assert completed.returncode == 1, completed.stderr[-2000:]
   assert completed.stderr.strip().splitlines()[-1] == (
       "error: --sections: unknown ['nope']; choose from ('memory', 'ratio', "
-      "'flops', 'runtimes', 'scaling', 'workers').")
+      "'flops', 'runtimes', 'media', 'scaling', 'workers').")

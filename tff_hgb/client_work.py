@@ -217,14 +217,49 @@ def round_stats(z, num_train_examples, weights: ClientWeights, rejected,
 
 
 class _LocalLoop(NamedTuple):
-  """What every local step uses: the optimizer, variables, batches, scale."""
-  optimizer: tff.learning.optimizers.Optimizer
-  trainable: tuple[tf.Variable, ...]
+  """What every local step uses: the step, the batches, the loss scale."""
+  step: Callable[..., Any]
   iterator: Any
   blend_scale: tf.Tensor
 
 
-def _start_local_loop(optimizer, optimizer_hparams, trainable, train, hparams):
+def _compiler(jit_compile: bool) -> Callable[[Callable], Callable]:
+  """Wraps a step as an XLA-compiled tf.function, or leaves it inline.
+
+  Inline (no jit), the graph is op for op what it was before compilation
+  existed, so uncompiled results do not move.
+  """
+  if not jit_compile:
+    return lambda fn: fn
+  return lambda fn: tf.function(fn, jit_compile=True, autograph=False)
+
+
+def _train_step_fn(model, optimizer, trainable):
+  """One local step on blend_scale·Σ_h z_h·L_h: (batch, z, scale, state) →
+  the optimizer's new state; updates the variables and the model's metrics."""
+
+  def step(batch, z, blend_scale, optimizer_state):
+    with tf.GradientTape() as tape:
+      _, loss_sum, correct, count = model.head_statistics(batch, training=True)
+      loss = blend_scale * losses.blended_loss(
+          losses.mean_head_losses(loss_sum, count), z)
+      if model.keras_model.losses:
+        loss += tf.add_n(model.keras_model.losses)
+    gradients = tape.gradient(loss, trainable)
+    gradients = tuple(tf.zeros_like(v) if g is None else g
+                      for v, g in zip(trainable, gradients))
+    optimizer_state, updated = optimizer.next(optimizer_state, trainable,
+                                              gradients)
+    for variable, value in zip(trainable, updated):
+      variable.assign(value)
+    model.update_metrics(loss_sum, correct, count, tf.shape(batch['y'])[0])
+    return optimizer_state
+
+  return step
+
+
+def _start_local_loop(step, optimizer, optimizer_hparams, trainable, train,
+                      hparams):
   """The local loop's constants and the optimizer's initial state."""
   # One iterator over all E epochs, so the steps after the warm-up continue
   # exactly where it stopped (same batches as an uninterrupted loop).
@@ -232,8 +267,7 @@ def _start_local_loop(optimizer, optimizer_hparams, trainable, train, hparams):
   optimizer_state = optimizer.initialize(
       tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable))
   optimizer_state = optimizer.set_hparams(optimizer_state, optimizer_hparams)
-  return (_LocalLoop(optimizer, trainable, iterator, hparams['blend_scale']),
-          optimizer_state)
+  return _LocalLoop(step, iterator, hparams['blend_scale']), optimizer_state
 
 
 # ---------------------------------------------------------------------------
@@ -257,10 +291,20 @@ def build_hgb_client_update(model_fn: Callable[[], models.MultiModalModel],
   Returns:
     `client_update(optimizer, initial_weights, prior, hparams, optimizer_hparams,
     data)` → (ClientResult, model metrics, OrderedDict of HGB statistics).
+    When the model asks for it (`MultiModalModel.jit_compile`), each training
+    step (forward, gradients, optimizer update, metrics) and each snapshot's
+    forward pass run as XLA-compiled functions; the datasets are read outside
+    them, by the same loop.
   """
   blend, weighting = Blend(blend), ClientWeighting(weighting)
   model = model_fn()
   num_heads = len(model.heads)
+  compiled = _compiler(getattr(model, 'jit_compile', False))
+
+  @compiled
+  def chunk_statistics(chunk):
+    _, loss_sum, correct, count = model.head_statistics(chunk, training=False)
+    return loss_sum, correct, count
 
   def evaluate(batch) -> HeadStatistics:
     """Inference-mode per-head statistics over a whole set.
@@ -274,8 +318,7 @@ def build_hgb_client_update(model_fn: Callable[[], models.MultiModalModel],
     for start in tf.range(0, size, EVAL_CHUNK):
       chunk = tf.nest.map_structure(
           lambda t, start=start: t[start:start + EVAL_CHUNK], batch)
-      _, loss_sum, correct, count = model.head_statistics(chunk,
-                                                          training=False)
+      loss_sum, correct, count = chunk_statistics(chunk)
       totals = (totals[0] + loss_sum, totals[1] + correct, totals[2] + count)
     return HeadStatistics(*totals)
 
@@ -287,25 +330,10 @@ def build_hgb_client_update(model_fn: Callable[[], models.MultiModalModel],
                   num_examples):
     """`num_steps` steps on blend_scale·Σ_h z_h·L_h; (state, examples seen)."""
     for _ in tf.range(num_steps):
+      # The batch is read here: a compiled step cannot iterate a dataset.
       batch = loop.iterator.get_next()
-      with tf.GradientTape() as tape:
-        _, loss_sum, correct, count = model.head_statistics(batch,
-                                                            training=True)
-        loss = loop.blend_scale * losses.blended_loss(
-            losses.mean_head_losses(loss_sum, count), z)
-        if model.keras_model.losses:
-          loss += tf.add_n(model.keras_model.losses)
-      gradients = tape.gradient(loss, loop.trainable)
-      gradients = tuple(
-          tf.zeros_like(v) if g is None else g
-          for v, g in zip(loop.trainable, gradients))
-      optimizer_state, updated = loop.optimizer.next(
-          optimizer_state, loop.trainable, gradients)
-      for variable, value in zip(loop.trainable, updated):
-        variable.assign(value)
-      batch_size = tf.shape(batch['y'])[0]
-      model.update_metrics(loss_sum, correct, count, batch_size)
-      num_examples += tf.cast(batch_size, tf.int64)
+      optimizer_state = loop.step(batch, z, loop.blend_scale, optimizer_state)
+      num_examples += tf.cast(tf.shape(batch['y'])[0], tf.int64)
     return optimizer_state, num_examples
 
   def trained_modalities():
@@ -327,6 +355,7 @@ def build_hgb_client_update(model_fn: Callable[[], models.MultiModalModel],
     warmup_z = warmup_blend(blend, prior, present)
     warmup_steps, total_steps = local_steps(data['train'], hparams)
     loop, optimizer_state = _start_local_loop(
+        compiled(_train_step_fn(model, optimizer, trainable)),
         optimizer, optimizer_hparams, trainable, data['train'], hparams)
     optimizer_state, num_examples = train_steps(
         loop, warmup_steps, warmup_z, optimizer_state,

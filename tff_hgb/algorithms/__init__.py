@@ -69,6 +69,10 @@ class AlgorithmConfig:
   validation_source: str = partition_lib.LOCAL_VALIDATION
   # §5: encoder/head m averaged only over clients holding m (all HGB modes).
   modality_aware: bool = False
+  # Clients' training steps (and HGB's snapshots) run XLA-compiled
+  # (`models.MultiModalModel`); off by default (docs/BENCHMARKS.md says where
+  # it pays and that the TFF worker cannot).
+  jit: bool = False
 
   def __post_init__(self):
     if not 0.0 <= self.max_client_share <= 1.0:

@@ -112,7 +112,8 @@ def build_algorithm(name: str, federated_data,
   head_weights = (models.equal_head_weights(modality_names)
                   if name == 'fedavg_all_heads' else None)
   model_fn = models.build_model_fn(modalities, num_classes, config=config.model,
-                                   head_weights=head_weights)
+                                   head_weights=head_weights,
+                                   jit_compile=config.jit)
 
   if name in algorithms.HGB_MODES:
     process, validation = _hgb_process(name, model_fn, config)

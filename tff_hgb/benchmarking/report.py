@@ -59,6 +59,15 @@ def evaluate_targets(results) -> list[dict[str, Any]]:
   if value is not None:  # A string when the in-process context failed.
     add('inprocess_over_plain_loop', value, '<= 1.2',
         isinstance(value, float) and value <= 1.2)
+  value = _median(results, 'runtimes', 'inprocess_jit_over_inprocess')
+  if value is not None:
+    add('inprocess HGB round (MLP), --jit / without', value, '<= 0.5',
+        value <= 0.5)
+  for jit in ('no_jit', 'jit'):
+    value = _median(results, 'media', 'inprocess', jit, 'hgb_over_flop_floor')
+    if value is not None:
+      add(f'media HGB round / FLOP floor, in-process, {jit}', value, '<= 5',
+          value <= 5)
   scaling = results.get('scaling', {})
   ratio = scaling.get('per_client_ratio', {})
   if ratio:
@@ -170,7 +179,8 @@ def _runtimes_rows(runtimes) -> list[str]:
   lines = []
   for key in ('tff_over_plain_loop', 'inprocess_over_plain_loop',
               'tff_over_inprocess_round_time', 'plain_loop_round_s',
-              'tff_round_s', 'inprocess_round_s'):
+              'tff_round_s', 'inprocess_round_s', 'inprocess_jit_round_s',
+              'inprocess_jit_over_inprocess'):
     if key in runtimes:
       lines.append(_row(key, runtimes[key]))
   transfer = runtimes.get('datasets_per_client')
@@ -183,6 +193,31 @@ def _runtimes_rows(runtimes) -> list[str]:
     lines.append(_row('TFF runtime: one held-out dataset instead of two, '
                       's saved per client',
                       transfer['held_out_saving_per_client']))
+  return lines
+
+
+def _media_rows(media) -> list[str]:
+  """Rows of the media section."""
+  fpe = media['flops_per_example']
+  lines = [f'| media: FLOPs per example: forward / training step | '
+           f'{fpe["forward"]:.0f} / {fpe["train_step"]:.0f} | | | |',
+           f'| media: FLOP floor of a round, HGB / FedAvg | '
+           f'{media["floor_s"]["hgb"] * 1e3:.3g} / '
+           f'{media["floor_s"]["fedavg"] * 1e3:.3g} ms | | | |']
+  for runtime in ('inprocess', 'tff'):
+    entry = media.get(runtime)
+    if not isinstance(entry, dict):
+      lines.append(f'| media {runtime} | {entry} | | | |')
+      continue
+    for jit in ('no_jit', 'jit'):
+      for key, summary in entry[jit].items():
+        lines.append(_row(f'media {runtime} {jit}: {key}', summary))
+    for name, summary in entry['jit_over_no_jit'].items():
+      lines.append(_row(f'media {runtime}: {name} round, jit / no jit',
+                        summary))
+  for name, summary in media.get('tff_over_inprocess', {}).items():
+    lines.append(_row(f'media: {name} round, TFF / in-process (no jit)',
+                      summary))
   return lines
 
 
@@ -239,6 +274,7 @@ _SECTION_ROWS = (
     ('hgb_over_fedavg_round_time', _ratio_rows),
     ('round_time_over_flop_floor', _flop_rows),
     ('runtimes', _runtimes_rows),
+    ('media', _media_rows),
     ('scaling', _scaling_rows),
     ('memory', _memory_rows),
     ('multi_worker_round_time', _workers_rows),

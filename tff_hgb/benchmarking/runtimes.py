@@ -24,7 +24,9 @@ _COMPARED = (
     'build_hgb_client_update, a tf.function traced once) called client '
     'after client, a tf.function weighted mean of the deltas and the '
     'server SGD step, no metrics. All three time the round only, after '
-    'the clients\' datasets are built.')
+    'the clients\' datasets are built. inprocess_jit: the in-process round '
+    'of the same HGB process built with --jit (AlgorithmConfig.jit: XLA-'
+    'compiled local steps and snapshots).')
 
 
 def _interleave(measurements, s, inprocess_status):
@@ -44,6 +46,7 @@ def _interleave(measurements, s, inprocess_status):
                         f'({type(e).__name__}: {str(e)[:300]})')
     traceback.print_exc()
     measurements.pop('inprocess')
+    measurements.pop('inprocess_jit')
     return instruments.interleave(measurements, repeats=s.repeats,
                                   warmup=s.warmup), inprocess_status
 
@@ -64,6 +67,9 @@ def _section(times, epochs, ids, plain_traces, inprocess_context,
     section['tff_over_inprocess_round_time'] = summarize(
         ratios(times['tff'], times['inprocess']))
     section['inprocess_round_s'] = summarize(times['inprocess'])
+    section['inprocess_jit_round_s'] = summarize(times['inprocess_jit'])
+    section['inprocess_jit_over_inprocess'] = summarize(
+        ratios(times['inprocess_jit'], times['inprocess']))
     section['inprocess_devices'] = list(inprocess_context.devices)
   else:
     section['inprocess_over_plain_loop'] = inprocess_status
@@ -91,6 +97,10 @@ def run(bench: harness_lib.Harness) -> None:
     measurements['inprocess'] = bench.in_context(
         inprocess_context,
         instruments.RoundRunner(process, data_fn, ids).round)
+    measurements['inprocess_jit'] = bench.in_context(
+        inprocess_context, instruments.RoundRunner(
+            bench.workload.process('hgb', epochs, jit=True), data_fn,
+            ids).round)
   try:
     times, inprocess_status = _interleave(measurements, s, inprocess_status)
     plain_traces = plain.traces

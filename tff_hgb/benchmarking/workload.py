@@ -1,6 +1,8 @@
 """What the benchmark trains: synthetic equal clients, registry processes.
 
-Data and processes are built once per size and per E, then cached.
+`Workload` is the MLP one (the paper_regime preset's vectors); `MediaWorkload`
+the paper's media in miniature (a spectrogram and a frame, conv encoders).
+Data and processes are built once per size, E and --jit, then cached.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import dataclasses
 import math
 from typing import Any, Callable
 
+import numpy as np
 import tensorflow_federated as tff
 
 from tff_hgb import algorithms
@@ -17,6 +20,7 @@ from tff_hgb.algorithms import registry
 from tff_hgb import models
 from tff_hgb.benchmarking import settings as settings_lib
 from tff_hgb.data import client_data
+from tff_hgb.data import dataset as dataset_lib
 from tff_hgb.data import partition
 from tff_hgb.data import synthetic
 
@@ -39,9 +43,7 @@ class Workload:
     s = self.settings
     num_val = max(math.ceil(0.1 * s.examples_per_client), 4)
     return collections.OrderedDict(
-        data=('synthetic, the paper_regime preset\'s modalities: ' + ', '.join(
-            f'{m.name} ({m.dim} features)' for m in self.modalities) +
-              f'; {self.num_classes} classes'),
+        data=self._data_description(),
         partition=('iid, equal client sizes: '
                    f'{s.examples_per_client} examples per client = '
                    f'{s.examples_per_client - num_val} local training (T_k) + '
@@ -54,37 +56,46 @@ class Workload:
         hgb_mode='hgb (registry default hyper-parameters)',
     )
 
+  def _data_description(self) -> str:
+    return ('synthetic, the paper_regime preset\'s modalities: ' + ', '.join(
+        f'{m.name} ({m.dim} features)' for m in self.modalities) +
+            f'; {self.num_classes} classes')
+
+  def _pool(self, num_examples: int) -> dataset_lib.MultiModalDataset:
+    return synthetic.make_synthetic(
+        num_examples=num_examples, num_classes=self.num_classes,
+        modalities=self.modalities, seed=self.settings.seed,
+        name='synthetic-bench')
+
   def data(self, num_clients: int):
     """FederatedData of `num_clients` clients of equal size."""
     if num_clients not in self._data:
       s = self.settings
-      pool = synthetic.make_synthetic(
-          num_examples=num_clients * s.examples_per_client,
-          num_classes=self.num_classes, modalities=self.modalities,
-          seed=s.seed, name='synthetic-bench')
+      pool = self._pool(num_clients * s.examples_per_client)
       split = partition.make_partition(
           pool, 'iid', num_clients=num_clients, alpha=None, val_fraction=0.1,
           min_val_examples=4, seed=s.seed)
       self._data[num_clients] = client_data.FederatedData(pool, split)
     return self._data[num_clients]
 
-  def config(self, local_epochs: int):
+  def config(self, local_epochs: int, jit: bool = False):
     return algorithms.AlgorithmConfig(
         local_epochs=local_epochs, batch_size=self.settings.batch_size,
-        seed=self.settings.seed)
+        seed=self.settings.seed, jit=jit)
 
-  def process(self, name: str, local_epochs: int, *, cached: bool = True):
+  def process(self, name: str, local_epochs: int, *, jit: bool = False,
+              cached: bool = True):
     """The registry's process `name` ('hgb', 'fedavg') or 'fedavg_reduce'.
 
     'fedavg_reduce' is TFF's `build_weighted_fed_avg` with its default loop
     (DATASET_REDUCE), as a user builds it; the registry's baselines use the
-    iterator loop (`registry.BASELINE_LOOP`).
+    iterator loop (`registry.BASELINE_LOOP`). `jit`: the registry's --jit.
     """
-    key = (name, local_epochs)
+    key = (name, local_epochs, jit)
     if cached and key in self._processes:
       return self._processes[key]
     fd = self.data(self.settings.clients)
-    config = self.config(local_epochs)
+    config = self.config(local_epochs, jit)
     if name == 'fedavg_reduce':
       process = tff.learning.algorithms.build_weighted_fed_avg(
           models.build_model_fn(fd.modalities, fd.num_classes,
@@ -131,3 +142,42 @@ class Workload:
     return [(fd.num_train_examples(c), min(fd.num_val_examples(c),
                                            fd.num_train_examples(c)),
              fd.num_val_examples(c)) for c in client_ids]
+
+
+class MediaWorkload(Workload):
+  """The paper's media setting in miniature, for speed (issue 17).
+
+  Per example a log-mel spectrogram [50, 32] ('audio') and one 16×16×3 frame
+  ('frame'), 10 classes, through `tff_hgb.models`' default encoders for those
+  kinds (1-D and 2-D convolutions). The features are Gaussian around a mean
+  per class: only their shapes matter to the round time.
+  """
+
+  MODALITIES = (
+      dataset_lib.ModalitySpec('audio', dataset_lib.SPECTROGRAM, (50, 32)),
+      dataset_lib.ModalitySpec('frame', dataset_lib.IMAGE, (16, 16, 3)),
+  )
+
+  def __init__(self, settings: settings_lib.Settings):
+    super().__init__(settings)
+    self.modalities = self.MODALITIES
+    self.num_classes = 10
+
+  def _pool(self, num_examples: int) -> dataset_lib.MultiModalDataset:
+    rng = np.random.default_rng(self.settings.seed)
+    labels = rng.permutation(np.arange(num_examples) % self.num_classes)
+    features = {}
+    for m in self.modalities:
+      means = rng.normal(size=(self.num_classes,) + m.shape)
+      features[m.name] = (0.5 * means[labels] + rng.normal(
+          size=(num_examples,) + m.shape)).astype(np.float32)
+    return dataset_lib.MultiModalDataset(
+        name='synthetic-media-bench', modalities=list(self.modalities),
+        features=features, labels=labels,
+        class_names=[f'class_{i}' for i in range(self.num_classes)])
+
+  def _data_description(self) -> str:
+    return ('synthetic, Gaussian around a per-class mean, the shapes of the '
+            'paper\'s media: ' + ', '.join(
+                f'{m.name} ({m.kind} {list(m.shape)})'
+                for m in self.modalities) + f'; {self.num_classes} classes')
