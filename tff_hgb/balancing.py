@@ -57,10 +57,15 @@ def mmpareto_weight(g_f: Gradients, g_m: Gradients
                     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
   """(k_f, conflict, cos): ½ if cos(g_f, g_m) > 0, else the min-norm point.
 
-  `conflict` is 1.0 when cos ≤ 0 (the min-norm branch), else 0.0.
+  `conflict` is 1.0 when cos ≤ 0 (the min-norm branch), else 0.0. A zero
+  gradient conflicts with nothing: then (½, ½) gives the summed gradient
+  (the min-norm point would be 0, and the authors' code, which clips k_f to
+  0.999, rescales its 0.002·g back to the summed gradient's norm).
   """
   cos = cosine(g_f, g_m)
-  conflict = cos <= 0.0
+  conflict = tf.logical_and(
+      cos <= 0.0, tf.logical_and(flat_dot(g_f, g_f) > 0,
+                                 flat_dot(g_m, g_m) > 0))
   k_f = tf.where(conflict, min_norm_weight(g_f, g_m), 0.5)
   return k_f, tf.cast(conflict, tf.float32), cos
 

@@ -176,8 +176,9 @@ def ogm_gradients(model, parts: ModelParts, trainable, batch, hparams,
   coefficients = tf.where(counted > 0, balancing.ogm_coefficients(
       ratios, defined, hparams['alpha']), 1.0)
   for i, encoder in enumerate(parts.encoders):
-    # Noise only where m was trained this step: a client without m keeps θ_m.
-    noise = hparams['noise_scale'] * present[i] * tf.cast(active, tf.float32)
+    # A zero gradient (m absent from the batch) has std 0, so gets no noise:
+    # a client without m keeps θ_m (the authors' std + 1e-8 would move it).
+    noise = hparams['noise_scale'] * tf.cast(active, tf.float32)
     for j in encoder:
       gradients[j] = balancing.modulate_gradient(
           gradients[j], coefficients[i], noise,
