@@ -239,7 +239,10 @@ def build_client_update(model_fn: Callable[[], models.MultiModalModel],
     active = ogm_active(round_num, hparams) if method == OGM else None
     num_examples = tf.constant(0, tf.int64)
     step = tf.constant(0, tf.int32)
-    for batch in data:
+    # Over an iterator, not the dataset: autograph turns `for b in dataset`
+    # into a dataset reduce, whose function TF re-instantiates and optimises
+    # on every call (as TFF's DATASET_REDUCE loop; algorithms.BASELINE_LOOP).
+    for batch in iter(data):
       if method == MMPARETO:
         gradients, head_stats, stats = mmpareto_gradients(
             model, parts, trainable, batch, hparams)

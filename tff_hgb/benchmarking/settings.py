@@ -9,7 +9,8 @@ import dataclasses
 from typing import Any, Mapping
 
 # Sections in the order they run (`--sections` chooses among them).
-SECTIONS = ('memory', 'ratio', 'flops', 'runtimes', 'scaling', 'workers')
+SECTIONS = ('memory', 'ratio', 'flops', 'runtimes', 'scaling', 'workers',
+            'local_step')
 
 # --quick: tiny sizes for a smoke test (numbers meaningless).
 QUICK = dict(repeats=2, warmup=1, rounds=12, clients=3, examples_per_client=24,
