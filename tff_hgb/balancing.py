@@ -16,7 +16,7 @@ every function here is tested against NumPy (`tests/balancing_test.py`).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import tensorflow as tf
 
@@ -167,16 +167,19 @@ def ogm_coefficients(ratios: tf.Tensor, defined: tf.Tensor,
                   1.0 - tf.tanh(tf.cast(alpha, tf.float32) * ratios), 1.0)
 
 
-def modulate_gradient(gradient: tf.Tensor, coefficient, noise_scale,
-                      seed: tf.Tensor) -> tf.Tensor:
+def modulate_gradient(gradient: tf.Tensor, coefficient, noise_scale=0.0,
+                      seed: Optional[tf.Tensor] = None) -> tf.Tensor:
   """OGM-GE on one kernel gradient: k·g + N(0, (σ·std(g))²), σ = noise_scale.
 
   Only kernels (rank ≥ 2) are modulated, as in the official code; a bias
   (rank < 2) is returned unchanged. std(g) is that of the unmodulated
-  gradient; `seed` is a stateless-RNG seed (int32 [2]).
+  gradient; `seed` is a stateless-RNG seed (int32 [2]); without a seed, no
+  noise (plain OGM).
   """
   if gradient.shape.rank is None or gradient.shape.rank < 2:
     return gradient
+  if seed is None:
+    return tf.cast(coefficient, gradient.dtype) * gradient
   std = tf.math.reduce_std(gradient)
   noise = tf.random.stateless_normal(tf.shape(gradient), seed,
                                      dtype=gradient.dtype)

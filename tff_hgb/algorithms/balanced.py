@@ -147,12 +147,13 @@ def ogm_active(round_num, hparams) -> tf.Tensor:
 
 
 def ogm_gradients(model, parts: ModelParts, trainable, batch, hparams,
-                  active, seed):
+                  active, seed_fn):
   """One OGM(-GE) step's gradients and statistics (plain TF).
 
   Args:
     active: whether this round modulates (`ogm_active`).
-    seed: int32 [2] stateless seed of this step's noise.
+    seed_fn: returns the int32 [2] stateless seed of this step's noise
+      (called only when there is noise: OGM pays for neither).
 
   Returns:
     As `mmpareto_gradients`, with stats {steps, coefficient, ratio}.
@@ -175,14 +176,23 @@ def ogm_gradients(model, parts: ModelParts, trainable, batch, hparams,
   counted = defined * tf.cast(active, tf.float32)
   coefficients = tf.where(counted > 0, balancing.ogm_coefficients(
       ratios, defined, hparams['alpha']), 1.0)
-  for i, encoder in enumerate(parts.encoders):
+  owners = [(i, j) for i, encoder in enumerate(parts.encoders)
+            for j in encoder]
+
+  def modulated(with_noise):
+    seed = seed_fn() if with_noise else None
     # A zero gradient (m absent from the batch) has std 0, so gets no noise:
     # a client without m keeps θ_m (the authors' std + 1e-8 would move it).
-    noise = hparams['noise_scale'] * tf.cast(active, tf.float32)
-    for j in encoder:
-      gradients[j] = balancing.modulate_gradient(
-          gradients[j], coefficients[i], noise,
-          seed + tf.constant([0, 7919], tf.int32) * (j + 1))
+    return [balancing.modulate_gradient(
+        gradients[j], coefficients[i], hparams['noise_scale'],
+        None if seed is None else
+        seed + tf.constant([0, 7919], tf.int32) * (j + 1))
+            for i, j in owners]
+
+  noisy = tf.logical_and(active, hparams['noise_scale'] > 0)
+  for (_, j), g in zip(owners, tf.cond(noisy, lambda: modulated(True),
+                                       lambda: modulated(False))):
+    gradients[j] = g
   stats = dict(steps=counted, coefficient=counted * coefficients,
                ratio=counted * ratios)
   return gradients, (loss_sum, correct, count), stats
@@ -249,7 +259,7 @@ def build_client_update(model_fn: Callable[[], models.MultiModalModel],
       else:
         gradients, head_stats, stats = ogm_gradients(
             model, parts, trainable, batch, hparams, active,
-            noise_seed(seed, round_num, step, batch))
+            lambda: noise_seed(seed, round_num, step, batch))
       optimizer_state, updated = optimizer.next(optimizer_state, trainable,
                                                 tuple(gradients))
       for variable, value in zip(trainable, updated):
