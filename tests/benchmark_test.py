@@ -95,7 +95,8 @@ def test_machine_versions_and_settings(quick_run):
   assert report['command'].startswith('python -m experiments.benchmark')
   assert report['total_runtime_s'] > 0
   assert set(report['section_seconds']) == {
-      'memory', 'ratio', 'flops', 'runtimes', 'scaling', 'workers'}
+      'memory', 'ratio', 'flops', 'runtimes', 'scaling', 'workers',
+      'local_step'}
 
 
 def test_hgb_over_fedavg_fields(quick_run):
