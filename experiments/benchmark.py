@@ -27,6 +27,8 @@ Sections (--sections, in this order):
   scaling   seconds per round at --scaling_clients clients per round
   workers   seconds per round with --worker_counts local workers (mergeable
             context), every context's workers stopped afterwards
+  local_step  one local step of mmpareto, ogm_ge, ogm / fedavg_all_heads's
+            (ALGORITHM.md §9), plain TF, side by side
 
 The TFF worker is started with `runtime.set_local_context()` and every worker
 the program starts is stopped on every exit path.

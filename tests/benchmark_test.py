@@ -95,7 +95,8 @@ def test_machine_versions_and_settings(quick_run):
   assert report['command'].startswith('python -m experiments.benchmark')
   assert report['total_runtime_s'] > 0
   assert set(report['section_seconds']) == {
-      'memory', 'ratio', 'flops', 'runtimes', 'media', 'scaling', 'workers'}
+      'memory', 'ratio', 'flops', 'runtimes', 'media', 'scaling', 'workers',
+      'local_step'}
 
 
 def test_hgb_over_fedavg_fields(quick_run):
@@ -192,6 +193,17 @@ def test_media_fields(quick_run):
   assert _is_summary(runtimes['inprocess_jit_over_inprocess'])
 
 
+def test_local_step_fields(quick_run):
+  local = quick_run[0]['results']['local_step_cost']
+  names = ('fedavg_all_heads', 'mmpareto', 'ogm_ge', 'ogm')
+  assert tuple(local['step_ms']) == names
+  assert tuple(local['over_fedavg_all_heads']) == names[1:]
+  for summary in (list(local['step_ms'].values()) +
+                  list(local['over_fedavg_all_heads'].values())):
+    assert _is_summary(summary) and summary['min'] > 0
+  assert '| one local step, mmpareto / fedavg_all_heads |' in quick_run[1]
+
+
 def test_targets_and_markdown(quick_run):
   report, markdown = quick_run[0], quick_run[1]
   figures = {t['figure'] for t in report['targets']}
@@ -216,4 +228,4 @@ def test_bad_flags_fail_with_one_line():
   assert completed.returncode == 1, completed.stderr[-2000:]
   assert completed.stderr.strip().splitlines()[-1] == (
       "error: --sections: unknown ['nope']; choose from ('memory', 'ratio', "
-      "'flops', 'runtimes', 'media', 'scaling', 'workers').")
+      "'flops', 'runtimes', 'media', 'scaling', 'workers', 'local_step').")

@@ -26,6 +26,7 @@ LAYER_OF_PREFIX = {
     # The algorithm core: tff_hgb's top level and its algorithm packages.
     'tff_hgb': CORE,
     'tff_hgb.ogr': CORE,
+    'tff_hgb.balancing': CORE,
     'tff_hgb.losses': CORE,
     'tff_hgb.models': CORE,
     'tff_hgb.client_work': CORE,

@@ -11,6 +11,10 @@ tables line up. Names:
   fedprox           TFF's build_weighted_fed_prox, fused loss, μ = fedprox_mu
   fednova           ours (FedNova, Wang et al. 2020), fused loss
   fedattn           ours (FedAttn, Ji et al. 2019), fused loss
+  mmpareto          ours (MMPareto, Wei & Hu 2024), all heads, Pareto-resolved
+                    encoder gradients, γ = mmpareto_gamma
+  ogm_ge, ogm       ours (OGM-GE, Peng et al. 2022), fused loss, the dominant
+                    modality's encoder slowed (α = ogm_alpha); ogm: no noise
   uni:<modality>    TFF's FedAvg on a one-modality model, clients that hold it
   hgb, hgb_paper, m_gb, c_gb   ours (tff_hgb.hgb), see ALGORITHM.md §4–§5b
 
@@ -33,7 +37,9 @@ HGB_MODES = ('hgb', 'hgb_paper', 'm_gb', 'c_gb')
 TFF_FEDAVG_FAMILY = ('fedavg', 'fedavg_all_heads', 'fedavg_capped',
                      'fedprox')
 OURS = ('fednova', 'fedattn')
-NAMES = TFF_FEDAVG_FAMILY + OURS + HGB_MODES
+# ALGORITHM.md §9 (tff_hgb/algorithms/balanced.py).
+BALANCING = ('mmpareto', 'ogm_ge', 'ogm')
+NAMES = TFF_FEDAVG_FAMILY + OURS + BALANCING + HGB_MODES
 UNI_PREFIX = 'uni:'
 # fedavg_capped's cap without max_client_share: 2/K (ALGORITHM.md §5b; a 2/K
 # cap on FedAvg's own weights matched C-GB's gain in a pilot of ours).
@@ -53,6 +59,15 @@ class AlgorithmConfig:
   model: model_config.ModelConfig = model_config.ModelConfig()
   fedprox_mu: float = 0.01
   fedattn_epsilon: float = 1.2
+  # §9 MMPareto: γ multiplying the Pareto-resolved encoder gradients.
+  mmpareto_gamma: float = 1.5
+  # §9 OGM-GE / OGM: α of k = 1 − tanh(α·ρ); the GE noise's std in units of
+  # std(g) (ogm_ge only; ogm has none); modulated rounds start ≤ r < end
+  # (0-based, end 0 = to the last round).
+  ogm_alpha: float = 0.5
+  ogm_noise_scale: float = 1.0
+  ogm_start_round: int = 0
+  ogm_end_round: int = 0
   # HGBHParams fields overriding the mode's defaults (e.g. warmup_fraction).
   hgb_overrides: tuple[tuple[str, Any], ...] = ()
   # ALGORITHM.md §5b client-level switches of `hgb` (the other modes are
@@ -78,6 +93,13 @@ class AlgorithmConfig:
     if not 0.0 <= self.max_client_share <= 1.0:
       raise ValueError('max_client_share must lie in [0, 1] (0 = off), got '
                        f'{self.max_client_share}.')
+    for field in ('mmpareto_gamma', 'ogm_alpha', 'ogm_noise_scale',
+                  'ogm_start_round', 'ogm_end_round'):
+      if not getattr(self, field) >= 0:
+        raise ValueError(f'{field} must be ≥ 0, got {getattr(self, field)}.')
+    if 0 < self.ogm_end_round <= self.ogm_start_round:
+      raise ValueError(f'ogm_end_round ({self.ogm_end_round}) must exceed '
+                       f'ogm_start_round ({self.ogm_start_round}), or be 0.')
     if self.validation_source not in partition_lib.VALIDATION_SOURCES:
       raise ValueError(
           f'validation_source must be one of '

@@ -91,6 +91,24 @@ def _hgb_process(name: str, model_fn, config: algorithms.AlgorithmConfig):
   return process, validation
 
 
+def _balanced_process(name: str, model_fn,
+                      config: algorithms.AlgorithmConfig):
+  """The §9 process `name` (mmpareto, ogm_ge, ogm) with `config`'s fields."""
+  from tff_hgb.algorithms import balanced  # pylint: disable=g-import-not-at-top
+  if name == 'mmpareto':
+    method, hparams = balanced.MMPARETO, dict(gamma=config.mmpareto_gamma)
+  else:
+    method = balanced.OGM
+    hparams = dict(
+        alpha=config.ogm_alpha,
+        noise_scale=config.ogm_noise_scale if name == 'ogm_ge' else 0.0,
+        start_round=config.ogm_start_round, end_round=config.ogm_end_round)
+  return balanced.build_balanced_process(
+      model_fn, method, client_optimizer_fn=_client_optimizer(config),
+      server_optimizer_fn=_server_optimizer(config), seed=config.seed,
+      **hparams)
+
+
 def build_algorithm(name: str, federated_data,
                     config: algorithms.AlgorithmConfig) -> Algorithm:
   """Builds registry entry `name` on `federated_data` (a FederatedData)."""
@@ -136,6 +154,8 @@ def build_algorithm(name: str, federated_data,
       process = fedattn.build_fedattn_process(
           model_fn, client_optimizer_fn=_client_optimizer(config),
           epsilon=config.fedattn_epsilon, loop_implementation=BASELINE_LOOP)
+    elif name in algorithms.BALANCING:
+      process = _balanced_process(name, model_fn, config)
     elif name == 'fedprox':
       process = tff.learning.algorithms.build_weighted_fed_prox(
           model_fn, proximal_strength=config.fedprox_mu,

@@ -10,8 +10,8 @@ One module per section of the program, plus what the sections share:
   flop_count   FLOPs per example of the model, the machine's matmul rate
   plain_loop   a hand-written single-process HGB round (the floor), its child
   harness      the settings, workload, TFF contexts and results they share
-  memory, ratio, flops, runtimes (+ transfer), media, scaling, workers: the
-               sections
+  memory, ratio, flops, runtimes (+ transfer), media, scaling, workers,
+  local_step   the sections
   report       benchmark.json, BENCHMARKS.md and the issue's targets
   driver       runs the chosen sections in order, the report after each
 

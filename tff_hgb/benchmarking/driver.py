@@ -13,6 +13,7 @@ from tff_hgb import runtime
 from tff_hgb.benchmarking import flops
 from tff_hgb.benchmarking import harness as harness_lib
 from tff_hgb.benchmarking import instruments
+from tff_hgb.benchmarking import local_step
 from tff_hgb.benchmarking import media
 from tff_hgb.benchmarking import memory
 from tff_hgb.benchmarking import plain_loop
@@ -26,7 +27,7 @@ from tff_hgb.benchmarking import workers
 # Section name (--sections) → its module, in the order the sections run.
 SECTIONS = collections.OrderedDict(
     memory=memory, ratio=ratio, flops=flops, runtimes=runtimes, media=media,
-    scaling=scaling, workers=workers)
+    scaling=scaling, workers=workers, local_step=local_step)
 assert tuple(SECTIONS) == settings_lib.SECTIONS
 
 

@@ -269,6 +269,15 @@ def _workers_rows(workers) -> list[str]:
   return lines
 
 
+def _local_step_rows(local) -> list[str]:
+  """Rows of the local_step section (ALGORITHM.md §9 client updates)."""
+  lines = [_row(f'one local step, {name} (ms)', summary)
+           for name, summary in local['step_ms'].items()]
+  for name, summary in local['over_fedavg_all_heads'].items():
+    lines.append(_row(f'one local step, {name} / fedavg_all_heads', summary))
+  return lines
+
+
 # results key → rows of its section, in the order of the table.
 _SECTION_ROWS = (
     ('hgb_over_fedavg_round_time', _ratio_rows),
@@ -278,6 +287,7 @@ _SECTION_ROWS = (
     ('scaling', _scaling_rows),
     ('memory', _memory_rows),
     ('multi_worker_round_time', _workers_rows),
+    ('local_step_cost', _local_step_rows),
 )
 
 

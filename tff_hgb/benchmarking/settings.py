@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 # Sections in the order they run (`--sections` chooses among them).
 SECTIONS = ('memory', 'ratio', 'flops', 'runtimes', 'media', 'scaling',
-            'workers')
+            'workers', 'local_step')
 
 # --quick: tiny sizes for a smoke test (numbers meaningless).
 QUICK = dict(repeats=2, warmup=1, rounds=12, clients=3, examples_per_client=24,
