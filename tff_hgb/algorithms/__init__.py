@@ -5,6 +5,8 @@ clients, and is evaluated the same way (`tff_hgb.evaluation`), so results
 tables line up. Names:
 
   fedavg            TFF's build_weighted_fed_avg, fused loss only (paper's FedAvg)
+  fedavg_tk         the same on each client's training part T_k only (the
+                    V_k HGB holds out is not trained on: the audit's control)
   fedavg_all_heads  TFF's build_weighted_fed_avg, fixed equal weights on all heads
   fedavg_capped     TFF's build_weighted_fed_avg, fused loss, no client's share
                     above max_client_share (default 2/K of the round's K)
@@ -30,8 +32,8 @@ from tff_hgb import models
 from tff_hgb.data import client_data as client_data_lib
 
 HGB_MODES = ('hgb', 'hgb_paper', 'm_gb', 'c_gb')
-TFF_FEDAVG_FAMILY = ('fedavg', 'fedavg_all_heads', 'fedavg_capped',
-                     'fedprox')
+TFF_FEDAVG_FAMILY = ('fedavg', 'fedavg_tk', 'fedavg_all_heads',
+                     'fedavg_capped', 'fedprox')
 OURS = ('fednova', 'fedattn')
 NAMES = TFF_FEDAVG_FAMILY + OURS + HGB_MODES
 UNI_PREFIX = 'uni:'
@@ -69,9 +71,12 @@ class AlgorithmConfig:
   # c: no client's share of a round's mean above c (`hgb`, `fedavg_capped`;
   # 0 = off for hgb, 2/K for fedavg_capped).
   max_client_share: float = 0.0
-  # Where `hgb` clients measure OGR: their own validation split ('local') or
-  # a small IID set held out of the training pool ('shared', §5b).
+  # Where every HGB mode's clients measure OGR's validation losses: their own
+  # validation split ('local') or the shared set ('shared', §5b; a control).
   validation_source: str = client_data_lib.LOCAL_VALIDATION
+  # Every HGB mode: OGR's training losses on the whole T_k instead of its
+  # first |V_k| examples (§5b; a control).
+  full_probe: bool = False
   # §5: encoder/head m averaged only over clients holding m (all HGB modes).
   modality_aware: bool = False
 
@@ -141,17 +146,15 @@ def _shuffle_seed(config: AlgorithmConfig, client_index: int, round_num: int):
 
 
 def _hgb_process(name: str, model_fn, config: AlgorithmConfig):
-  """HGB mode `name`'s process and where its clients measure OGR."""
+  """HGB mode `name`'s process."""
   overrides = dict(config.hgb_overrides)
   overrides.setdefault('local_epochs', config.local_epochs)
   client_switches = {}
-  validation = client_data_lib.LOCAL_VALIDATION
   if name == 'hgb':  # The other modes are literal (see AlgorithmConfig).
     client_switches = dict(
         client_weight_mix=config.client_weight_mix,
         client_weight_temper=config.client_weight_temper,
         max_client_share=config.max_client_share)
-    validation = config.validation_source
   hgb_process_config = hgb_config.HGBConfig.for_mode(
       name, modality_aware=config.modality_aware, **client_switches,
       **overrides)
@@ -159,7 +162,7 @@ def _hgb_process(name: str, model_fn, config: AlgorithmConfig):
       model_fn, hgb_process_config,
       client_optimizer_fn=_client_optimizer(config),
       server_optimizer_fn=_server_optimizer(config))
-  return process, validation
+  return process
 
 
 def build_algorithm(name: str, federated_data, config: AlgorithmConfig
@@ -185,13 +188,13 @@ def build_algorithm(name: str, federated_data, config: AlgorithmConfig
                                    head_weights=head_weights)
 
   if name in HGB_MODES:
-    process, validation = _hgb_process(name, model_fn, config)
+    process = _hgb_process(name, model_fn, config)
 
     def client_data(cid, round_num):
       return federated_data.client_datasets(
           cid, batch_size=config.batch_size,
           shuffle_seed=_shuffle_seed(config, index[cid], round_num),
-          validation=validation)
+          validation=config.validation_source, full_probe=config.full_probe)
   else:
     if name == 'fednova':
       from tff_hgb.algorithms import fednova  # pylint: disable=g-import-not-at-top
@@ -211,7 +214,7 @@ def build_algorithm(name: str, federated_data, config: AlgorithmConfig
           client_optimizer_fn=_client_optimizer(config),
           server_optimizer_fn=_server_optimizer(config),
           loop_implementation=BASELINE_LOOP)
-    else:  # fedavg, fedavg_all_heads, fedavg_capped, uni:<m>
+    else:  # fedavg, fedavg_tk, fedavg_all_heads, fedavg_capped, uni:<m>
       aggregator = None
       if name == 'fedavg_capped':
         aggregator = (
@@ -224,11 +227,13 @@ def build_algorithm(name: str, federated_data, config: AlgorithmConfig
           model_aggregator=aggregator, loop_implementation=BASELINE_LOOP)
 
     def client_data(cid, round_num):
-      # Baselines hold no validation split back: they train on all local data.
+      # Baselines hold no validation split back: they train on all local data,
+      # except fedavg_tk, which trains on what HGB trains on.
       return federated_data.train_dataset(
           cid, batch_size=config.batch_size,
           shuffle_seed=_shuffle_seed(config, index[cid], round_num),
-          local_epochs=config.local_epochs, include_val=True)
+          local_epochs=config.local_epochs,
+          include_val=name != 'fedavg_tk')
 
   return Algorithm(name=name, process=process, client_data=client_data,
                    client_ids=list(federated_data.client_ids),
