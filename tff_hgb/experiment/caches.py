@@ -147,8 +147,10 @@ def _hold_out_shared_validation(train_pool: dataset_lib.MultiModalDataset,
         'shared_validation_fraction',
         f'{fraction} of the {len(train_pool)} training examples holds out '
         'no example per class; raise it.')
-  return pool, shared.subset(np.arange(len(shared)),
-                             name=f'{train_pool.name}-shared-validation')
+  # The clients' pool keeps its name (messages and partition.txt name it).
+  return (dataclasses.replace(pool, name=train_pool.name),
+          dataclasses.replace(shared,
+                              name=f'{train_pool.name}-shared-validation'))
 
 
 def check_algorithm(config: config_lib.ExperimentConfig,
