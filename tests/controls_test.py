@@ -8,8 +8,8 @@ is every client's V_k), `full_probe` the whole T_k; and the harness holds the
 shared set out of the training pool once, naming its flag when that fails.
 """
 
-import collections
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -23,6 +23,7 @@ from tff_hgb.data import datasets
 from tff_hgb.data import partition as partition_lib
 from tff_hgb.experiment import caches
 from tff_hgb.experiment import config as config_lib
+from tff_hgb.experiment import results
 
 CONFIG = algorithms.AlgorithmConfig(
     client_learning_rate=0.1, batch_size=8,
@@ -262,3 +263,20 @@ def test_bad_shared_fraction_names_its_flag(fraction, message):
                      match=f'^--shared_validation_fraction: .*{message}'):
     caches.DataCache().get(_config(num_clients=6,
                                    shared_validation_fraction=fraction))
+
+
+def test_a_run_recorded_before_the_flag_resumes_at_its_default(tmp_path):
+  # flags.json of a run from before --shared_validation_fraction existed.
+  config = _config().replace(output_dir=str(tmp_path / 'run'))
+  old = config.to_dict()
+  del old['shared_validation_fraction']
+  os.makedirs(config.run.output_dir)
+  results.atomic_write_json(
+      os.path.join(config.run.output_dir, results.FLAGS_JSON), old)
+  results.check_output_dir(config.run.output_dir, config.to_dict(),
+                           resume=True)
+  other = config.replace(shared_validation_fraction=0.25)
+  with pytest.raises(config_lib.UsageError,
+                     match='^--resume: .*shared_validation_fraction'):
+    results.check_output_dir(config.run.output_dir, other.to_dict(),
+                             resume=True)
