@@ -62,6 +62,13 @@ flags.DEFINE_float('val_fraction', _DEFAULTS['val_fraction'],
                    'part (HGB uses it; baselines train on it).')
 flags.DEFINE_integer('min_val_examples', _DEFAULTS['min_val_examples'],
                      "Lower bound on a client's local validation part.")
+flags.DEFINE_float('shared_validation_fraction',
+                   _DEFAULTS['shared_validation_fraction'],
+                   'Fraction of the training pool held out before '
+                   'partitioning as the server-held shared validation set '
+                   'that --validation_source=shared uses (a control, not a '
+                   'federated setting); 0 = none: the shared set is then a '
+                   "sample of the clients' validation parts.")
 flags.DEFINE_float('test_fraction', _DEFAULTS['test_fraction'],
                    'Fraction of the data held out as the global test set.')
 flags.DEFINE_integer('data_seed', _DEFAULTS['data_seed'],

@@ -69,3 +69,16 @@ def test_compare_binary_loads_its_data_once(tmp_path, calls):
                            '--seeds=1', *SMALL, f'--output_dir={out}'])
   assert os.path.exists(os.path.join(out, results.SUMMARY_JSON))
   assert calls == {'load': 1, 'partition': 1}
+
+
+def test_compare_with_a_shared_validation_set_loads_its_data_once(tmp_path,
+                                                                  calls):
+  # The audit's control: the shared set is held out of the pool the clients
+  # are partitioned from, within the one load and partition of the run.
+  out = str(tmp_path / 'shared')
+  _run_main(compare.main, ['compare', '--algorithms=fedavg_tk,c_gb',
+                           '--seeds=1', '--shared_validation_fraction=0.25',
+                           '--validation_source=shared', '--full_probe',
+                           *SMALL, f'--output_dir={out}'])
+  assert os.path.exists(os.path.join(out, results.SUMMARY_JSON))
+  assert calls == {'load': 1, 'partition': 1}

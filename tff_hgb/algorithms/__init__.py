@@ -5,6 +5,8 @@ clients, and is evaluated the same way (`tff_hgb.evaluation`), so results
 tables line up. Names:
 
   fedavg            TFF's build_weighted_fed_avg, fused loss only (paper's FedAvg)
+  fedavg_tk         the same on each client's training part T_k only (the
+                    V_k HGB holds out is not trained on: the audit's control)
   fedavg_all_heads  TFF's build_weighted_fed_avg, fixed equal weights on all heads
   fedavg_capped     TFF's build_weighted_fed_avg, fused loss, no client's share
                     above max_client_share (default 2/K of the round's K)
@@ -34,8 +36,8 @@ from tff_hgb import model_config
 from tff_hgb.data import partition as partition_lib
 
 HGB_MODES = ('hgb', 'hgb_paper', 'm_gb', 'c_gb')
-TFF_FEDAVG_FAMILY = ('fedavg', 'fedavg_all_heads', 'fedavg_capped',
-                     'fedprox')
+TFF_FEDAVG_FAMILY = ('fedavg', 'fedavg_tk', 'fedavg_all_heads',
+                     'fedavg_capped', 'fedprox')
 OURS = ('fednova', 'fedattn')
 # ALGORITHM.md §9 (tff_hgb/algorithms/balanced.py).
 BALANCING = ('mmpareto', 'ogm_ge', 'ogm')
@@ -79,9 +81,12 @@ class AlgorithmConfig:
   # c: no client's share of a round's mean above c (`hgb`, `fedavg_capped`;
   # 0 = off for hgb, 2/K for fedavg_capped).
   max_client_share: float = 0.0
-  # Where `hgb` clients measure OGR: their own validation split ('local') or
-  # a small IID set held out of the training pool ('shared', §5b).
+  # Where every HGB mode's clients measure OGR's validation losses: their own
+  # validation split ('local') or the shared set ('shared', §5b; a control).
   validation_source: str = partition_lib.LOCAL_VALIDATION
+  # Every HGB mode: OGR's training losses on the whole T_k instead of its
+  # first |V_k| examples (§5b; a control).
+  full_probe: bool = False
   # §5: encoder/head m averaged only over clients holding m (all HGB modes).
   modality_aware: bool = False
   # Clients' training steps (and HGB's snapshots) run XLA-compiled

@@ -70,17 +70,15 @@ def _shuffle_seed(config: algorithms.AlgorithmConfig, client_index: int,
 
 
 def _hgb_process(name: str, model_fn, config: algorithms.AlgorithmConfig):
-  """HGB mode `name`'s process and where its clients measure OGR."""
+  """HGB mode `name`'s process."""
   overrides = dict(config.hgb_overrides)
   overrides.setdefault('local_epochs', config.local_epochs)
   client_switches = {}
-  validation = client_data_lib.LOCAL_VALIDATION
   if name == 'hgb':  # The other modes are literal (see AlgorithmConfig).
     client_switches = dict(
         client_weight_mix=config.client_weight_mix,
         client_weight_temper=config.client_weight_temper,
         max_client_share=config.max_client_share)
-    validation = config.validation_source
   hgb_process_config = hgb_config.HGBConfig.for_mode(
       name, modality_aware=config.modality_aware, **client_switches,
       **overrides)
@@ -88,7 +86,7 @@ def _hgb_process(name: str, model_fn, config: algorithms.AlgorithmConfig):
       model_fn, hgb_process_config,
       client_optimizer_fn=_client_optimizer(config),
       server_optimizer_fn=_server_optimizer(config))
-  return process, validation
+  return process
 
 
 def _balanced_process(name: str, model_fn,
@@ -134,13 +132,13 @@ def build_algorithm(name: str, federated_data,
                                    jit_compile=config.jit)
 
   if name in algorithms.HGB_MODES:
-    process, validation = _hgb_process(name, model_fn, config)
+    process = _hgb_process(name, model_fn, config)
 
     def client_data(cid, round_num):
       return federated_data.client_datasets(
           cid, batch_size=config.batch_size,
           shuffle_seed=_shuffle_seed(config, index[cid], round_num),
-          validation=validation)
+          validation=config.validation_source, full_probe=config.full_probe)
   else:
     if name == 'fednova':
       from tff_hgb.algorithms import fednova  # pylint: disable=g-import-not-at-top
@@ -162,7 +160,7 @@ def build_algorithm(name: str, federated_data,
           client_optimizer_fn=_client_optimizer(config),
           server_optimizer_fn=_server_optimizer(config),
           loop_implementation=BASELINE_LOOP)
-    else:  # fedavg, fedavg_all_heads, fedavg_capped, uni:<m>
+    else:  # fedavg, fedavg_tk, fedavg_all_heads, fedavg_capped, uni:<m>
       aggregator = None
       if name == 'fedavg_capped':
         aggregator = (
@@ -175,11 +173,13 @@ def build_algorithm(name: str, federated_data,
           model_aggregator=aggregator, loop_implementation=BASELINE_LOOP)
 
     def client_data(cid, round_num):
-      # Baselines hold no validation split back: they train on all local data.
+      # Baselines hold no validation split back: they train on all local data,
+      # except fedavg_tk, which trains on what HGB trains on.
       return federated_data.train_dataset(
           cid, batch_size=config.batch_size,
           shuffle_seed=_shuffle_seed(config, index[cid], round_num),
-          local_epochs=config.local_epochs, include_val=True)
+          local_epochs=config.local_epochs,
+          include_val=name != 'fedavg_tk')
 
   return Algorithm(name=name, process=process, client_data=client_data,
                    client_ids=list(federated_data.client_ids),

@@ -11,7 +11,8 @@
   `OrderedDict(probe, val)` (`held_out_dataset` builds one from the user's own
   data). `validation=LOCAL_VALIDATION` (default) makes `val` the client's own
   local validation part; `validation=SHARED_VALIDATION` makes it the client's
-  view of the shared validation set (below).
+  view of the shared validation set (below). `full_probe=True` makes `probe`
+  the client's whole training part instead of its first |V_k| examples.
 * `train_dataset(cid, ...)`: one dataset of `local_epochs` passes, for
   baselines (e.g. TFF's FedAvg) that take a single dataset.
 
@@ -19,16 +20,17 @@ A client's presence of a modality is the pool's presence times its partition
 presence; an absent modality is zero-filled and masked.
 
 The shared validation set (ALGORITHM.md §5b, `validation_source = shared`)
-simulates a small IID validation set held by the server and sent to every
-client, as the paper authors' prototype did: a stratified-by-label, seeded
-sample of `min(shared_validation_examples, total)` examples drawn from the
-union of ALL clients' local validation parts. Those are examples no client
-trains on, so the set is held out from the training pool; but it pools data
-of several clients, so it is a simulation device and NOT private. Every
-example keeps the pool's own presence; a client sees it restricted to the
-modalities it holds (the others zero-filled and masked). It is built lazily,
-once, as one table with a slice per distinct modality set, not one copy per
-client.
+simulates an IID validation set held by the server and sent to every client,
+as the paper authors' prototype did. By default it is a small stratified-by-
+label, seeded sample of `min(shared_validation_examples, total)` examples
+drawn from the union of ALL clients' local validation parts (examples no
+client trains on); given `shared_validation=<a MultiModalDataset>` (e.g. a
+fraction of the training pool held out before partitioning, the audit's
+control), it is that whole set instead. Either way it pools data no single
+client holds, so it is a simulation device and NOT private. Every example
+keeps its own presence; a client sees it restricted to the modalities it
+holds (the others zero-filled and masked). It is built lazily, once, as one
+table with a slice per distinct modality set, not one copy per client.
 
 Every client's examples are kept as slices of constant tensors (one table for
 training parts, one for validation parts), so a client's dataset is a slice,
@@ -40,7 +42,7 @@ to a few hundred MB).
 from __future__ import annotations
 
 import collections
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -181,15 +183,20 @@ class FederatedData:
   Args:
     train_pool: the training pool the partition indexes.
     partition: its division into clients.
-    shared_validation_examples: size N of the shared validation set (see the
-      module docstring); it holds min(N, total local validation examples).
+    shared_validation_examples: size N of the sampled shared validation set
+      (see the module docstring); it holds min(N, total local validation
+      examples).
     shared_validation_seed: seed (>= 0) of the shared set's stratified sample.
+    shared_validation: a server-held validation set (examples outside
+      `train_pool`, with its modalities and classes) to use whole as the
+      shared validation set instead of the sample.
   """
 
   def __init__(self, train_pool: dataset.MultiModalDataset,
                partition: partition_lib.Partition, *,
                shared_validation_examples: int = 256,
-               shared_validation_seed: int = 0):
+               shared_validation_seed: int = 0,
+               shared_validation: Optional[dataset.MultiModalDataset] = None):
     if (isinstance(shared_validation_examples, bool) or
         not isinstance(shared_validation_examples, (int, np.integer)) or
         shared_validation_examples < 1):
@@ -211,6 +218,16 @@ class FederatedData:
           f'{train_pool.modality_names}.')
     if not partition.clients:
       raise DataError(f'Partition {partition.scheme} has no clients.')
+    if shared_validation is not None and (
+        not len(shared_validation) or
+        shared_validation.modality_names != train_pool.modality_names or
+        shared_validation.class_names != train_pool.class_names):
+      raise DataError(
+          f'The shared validation set {shared_validation.name} must hold '
+          f'examples of the modalities {train_pool.modality_names} and classes '
+          f'of {train_pool.name}; it has {len(shared_validation)} examples of '
+          f'{shared_validation.modality_names}.')
+    self._shared_set = shared_validation
     self._pool = train_pool
     self._partition = partition
     self._shared_validation_examples = int(shared_validation_examples)
@@ -276,14 +293,19 @@ class FederatedData:
     return self._shared_validation_seed
 
   @property
+  def shared_validation_set(self) -> Optional[dataset.MultiModalDataset]:
+    """The server-held shared validation set, or None (the sampled one)."""
+    return self._shared_set
+
+  @property
   def shared_validation_indices(self) -> np.ndarray:
-    """Pool indices of the shared validation set, ascending (a copy).
+    """Pool indices of the sampled shared validation set, ascending (a copy).
 
     A stratified-by-label sample, seeded by `shared_validation_seed`, of
     min(shared_validation_examples, total) of all clients' local validation
     examples: each label gets one example if there are at least as many
     examples to draw as labels, the rest in proportion to the labels' counts
-    (largest remainders).
+    (largest remainders). Unused when a server-held set was given.
     """
     if self._shared_indices is None:
       self._shared_indices = _stratified_sample(
@@ -297,14 +319,16 @@ class FederatedData:
   @property
   def num_shared_val_examples(self) -> int:
     """Examples in the shared validation set (every client gets all of them)."""
+    if self._shared_set is not None:
+      return len(self._shared_set)
     return len(self.shared_validation_indices)
 
   # ---- Batched datasets for algorithms. ----
 
   def client_datasets(self, client_id: str, *, batch_size: int,
                       shuffle_seed: int, local_epochs: int = 1,
-                      validation: str = LOCAL_VALIDATION
-                      ) -> collections.OrderedDict:
+                      validation: str = LOCAL_VALIDATION,
+                      full_probe: bool = False) -> collections.OrderedDict:
     """One client's batched data for an algorithm's local round.
 
     Args:
@@ -320,15 +344,18 @@ class FederatedData:
         server-held IID set pooled from all clients' validation parts, not
         private; see the module docstring) restricted to the client's
         modalities. The element structure is the same either way.
+      full_probe: the probe is the whole training part T_k (a control of
+        ALGORITHM.md §5b: OGR's training losses without sampling noise)
+        instead of its first |V_k| examples.
 
     Returns:
       OrderedDict(
         train=training part, shuffled (seeded, reshuffled on every pass),
           batched,
         held_out=`held_out_dataset(probe, val)`: one element holding
-          probe=the first len(local validation part) training examples in
-            fixed partition order (a fixed subset for measuring training
-            losses) and
+          probe=the first len(local validation part) training examples (all
+            of them with `full_probe`) in fixed partition order (a fixed
+            subset for measuring training losses) and
           val=the validation part (local or shared) in fixed order,
           each as one batch).
     """
@@ -351,7 +378,8 @@ class FederatedData:
         # Its own slice rather than train.take(...): a serialized dataset
         # then carries |V_k| examples instead of the whole training part.
         held_out=held_out_dataset(
-            self._train.batch(client_id, limit=num_val), val),
+            self._train.batch(client_id,
+                              limit=None if full_probe else num_val), val),
     )
 
   def train_dataset(self, client_id: str, *, batch_size: int,
@@ -415,7 +443,9 @@ class FederatedData:
     return FederatedData(
         self._pool.with_modalities([modality]), view,
         shared_validation_examples=self._shared_validation_examples,
-        shared_validation_seed=self._shared_validation_seed)
+        shared_validation_seed=self._shared_validation_seed,
+        shared_validation=None if self._shared_set is None else
+        self._shared_set.with_modalities([modality]))
 
   # ---- Helpers. ----
 
@@ -427,12 +457,15 @@ class FederatedData:
   def _shared_validation_table(self) -> _ClientExampleTable:
     """The shared set once per distinct modality set (built on first use)."""
     if self._shared_table is None:
-      indices = self.shared_validation_indices
+      if self._shared_set is None:
+        source, indices = self._pool, self.shared_validation_indices
+      else:
+        source, indices = self._shared_set, np.arange(len(self._shared_set))
       keys = dict.fromkeys(self._modality_set_key(c) for c in self.client_ids)
-      self._shared_table = _ClientExampleTable(self._pool, [
+      self._shared_table = _ClientExampleTable(source, [
           (key, indices,
            {m: np.full(len(indices), float(m in key.split('+')), np.float32)
-            for m in self._pool.modality_names})
+            for m in source.modality_names})
           for key in keys])
     return self._shared_table
 

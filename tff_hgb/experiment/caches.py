@@ -25,6 +25,9 @@ from tff_hgb.experiment import config as config_lib
 DataError = dataset_lib.DataError
 TEST_PREFIX = 'test'
 VALIDATION_PREFIX = 'validation'
+# Offsets of the seeds of the pool's hold-outs from the run's seed.
+_TUNING_SEED_OFFSET = 7919
+_SHARED_SEED_OFFSET = 104729
 
 
 # ---------------------------------------------------------------------------
@@ -45,6 +48,15 @@ class ExperimentData:
   @property
   def modality_names(self) -> list[str]:
     return self.train_pool.modality_names
+
+  def describe(self) -> str:
+    """The partition's report (partition.txt), and the shared set if held out."""
+    text = self.partition.report(self.train_pool)
+    shared = self.federated_data.shared_validation_set
+    if shared is not None:
+      text += (f'\nshared validation set (server-held, a control): '
+               f'{len(shared)} examples held out of the training pool')
+    return text
 
 
 class DataCache:
@@ -68,11 +80,16 @@ class DataCache:
 
   def get(self, config: config_lib.ExperimentConfig, *, for_tuning: bool = False
           ) -> ExperimentData:
-    """The run's data; for_tuning: pool minus a held-out validation part."""
+    """The run's data; for_tuning: pool minus a held-out validation part.
+
+    With `shared_validation_fraction` > 0, that fraction of the (remaining)
+    pool is held out before partitioning as the server-held shared validation
+    set (`FederatedData(shared_validation=...)`); no client trains on it.
+    """
     spec, run = config.data, config.run
     key = (spec.dataset, spec.test_fraction, spec.data_seed, spec.partition,
            spec.num_clients, spec.alpha, spec.val_fraction,
-           spec.min_val_examples, run.seed,
+           spec.min_val_examples, spec.shared_validation_fraction, run.seed,
            for_tuning and run.tune_val_fraction)
     if key in self._partitioned:
       return self._partitioned[key]
@@ -84,17 +101,25 @@ class DataCache:
       try:
         train_pool, evaluation_set = datasets.hold_out_test(
             train_pool, test_fraction=run.tune_val_fraction,
-            seed=run.seed + 7919)
+            seed=run.seed + _TUNING_SEED_OFFSET)
       except DataError as e:
         raise config_lib.UsageError('tune_val_fraction', str(e)) from None
       prefix = VALIDATION_PREFIX
+    train_pool, shared = _hold_out_shared_validation(
+        train_pool, spec.shared_validation_fraction, run.seed)
     try:
       partition = partition_lib.make_partition(
           train_pool, spec.partition, num_clients=spec.num_clients,
           alpha=spec.alpha, val_fraction=spec.val_fraction,
           min_val_examples=spec.min_val_examples, seed=run.seed)
-      federated = client_data_lib.FederatedData(train_pool, partition)
+      federated = client_data_lib.FederatedData(train_pool, partition,
+                                                shared_validation=shared)
     except DataError as e:
+      if shared is not None:  # The hold-out may have left the clients short.
+        raise config_lib.UsageError(
+            'shared_validation_fraction',
+            f'{spec.shared_validation_fraction} leaves {len(train_pool)} '
+            f'training examples to partition: {e}') from None
       raise config_lib.UsageError(
           'partition', f'{spec.partition} on {spec.dataset}: {e}') from None
     data = ExperimentData(train_pool, evaluation_set, prefix, partition,
@@ -106,6 +131,27 @@ class DataCache:
           'partition.')
     self._partitioned[key] = data
     return data
+
+
+def _hold_out_shared_validation(train_pool: dataset_lib.MultiModalDataset,
+                                fraction: float, seed: int):
+  """(pool left to the clients, server-held shared validation set or None).
+
+  A stratified, seeded hold-out of `fraction` of the pool (None for 0).
+  """
+  if not fraction:
+    return train_pool, None
+  pool, shared = datasets.hold_out_test(
+      train_pool, test_fraction=fraction, seed=seed + _SHARED_SEED_OFFSET)
+  if not len(shared):
+    raise config_lib.UsageError(
+        'shared_validation_fraction',
+        f'{fraction} of the {len(train_pool)} training examples holds out '
+        'no example per class; raise it.')
+  # The clients' pool keeps its name (messages and partition.txt name it).
+  return (dataclasses.replace(pool, name=train_pool.name),
+          dataclasses.replace(shared,
+                              name=f'{train_pool.name}-shared-validation'))
 
 
 def check_algorithm(config: config_lib.ExperimentConfig,

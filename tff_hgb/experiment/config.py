@@ -154,6 +154,9 @@ class DataConfig:
   num_clients: int = 10
   val_fraction: float = 0.1
   min_val_examples: int = 4
+  # > 0: this fraction of the training pool is held out before partitioning
+  # as the server-held shared validation set (a control, ALGORITHM.md §5b).
+  shared_validation_fraction: float = 0.0
   test_fraction: float = datasets.DEFAULT_TEST_FRACTION
   data_seed: int = 0
 
@@ -170,6 +173,10 @@ class DataConfig:
              f'must be > 0, got {self.alpha}.')
     _in_open_unit(self.val_fraction, 'val_fraction')
     _at_least(self.min_val_examples, 1, 'min_val_examples')
+    _require(0.0 <= self.shared_validation_fraction < 1.0,
+             'shared_validation_fraction',
+             f'must lie in [0, 1) (0 = none), got '
+             f'{self.shared_validation_fraction}.')
     _in_open_unit(self.test_fraction, 'test_fraction')
 
 
@@ -313,8 +320,8 @@ for _part, _names in (
     ('algorithm', ('local_epochs', 'batch_size', 'client_learning_rate',
                    'server_learning_rate', 'client_momentum', 'fedprox_mu',
                    'fedattn_epsilon', 'hgb', 'algorithm_options')),
-    ('data', ('val_fraction', 'min_val_examples', 'test_fraction',
-              'data_seed')),
+    ('data', ('val_fraction', 'min_val_examples', 'shared_validation_fraction',
+              'test_fraction', 'data_seed')),
     ('run', ('seed', 'target_accuracy', 'eval_every', 'checkpoint_every',
              'output_dir', 'export_dir', 'resume', 'tune', 'tune_rounds',
              'tune_val_fraction', 'progress'))):

@@ -364,6 +364,9 @@ def check_output_dir(output_dir: str, flags: Mapping[str, Any], *,
   except ValueError:
     raise config_lib.UsageError('resume', f'{path} is unreadable.') from None
   current = clean_for_json(dict(flags))
+  # A config field added after the run was recorded counts as its default.
+  defaults = clean_for_json(config_lib.ExperimentConfig().to_dict())
+  stored = {**{k: v for k, v in defaults.items() if k in current}, **stored}
   differ = sorted(k for k in set(stored) | set(current)
                   if k not in ignore and stored.get(k) != current.get(k))
   if differ:

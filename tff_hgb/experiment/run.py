@@ -59,8 +59,7 @@ def run_experiment(config: config_lib.ExperimentConfig, *,
   writer = results.RunWriter(output_dir)
   try:
     writer.write_json(results.FLAGS_JSON, flags)
-    writer.write_text(results.PARTITION_TXT,
-                      data.partition.report(data.train_pool) + '\n')
+    writer.write_text(results.PARTITION_TXT, data.describe() + '\n')
     writer.write_text(results.PARTITION_JSON, data.partition.to_json())
     if config.run.tune and tuned is None:
       tuning_record = tuning.tune(
