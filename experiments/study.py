@@ -25,6 +25,8 @@ flags.DEFINE_bool('report_only', False,
                   'Run nothing: write STUDY_PARTIAL.md from what --output_dir '
                   'holds so far (e.g. while the study runs).')
 
+flags_lib.define_jobs_flags()
+
 FLAGS = flags.FLAGS
 
 
@@ -50,11 +52,12 @@ def main(argv):
       raise config_lib.UsageError(
           'settings', 'include a selection setting (' + ', '.join(
               s.name for s in study.SETTINGS if s.selection) + ').')
-    if not FLAGS.report_only:
-      flags_lib.start_runtime()
-    outcome = study.run_study(output_dir, seeds=list(range(FLAGS.study_seeds)),
-                              settings=settings, quick=FLAGS.quick,
-                              report_only=FLAGS.report_only)
+    with (contextlib.nullcontext() if FLAGS.report_only else
+          flags_lib.jobs_pool()) as pool:
+      outcome = study.run_study(
+          output_dir, seeds=list(range(FLAGS.study_seeds)),
+          settings=settings, quick=FLAGS.quick,
+          report_only=FLAGS.report_only, pool=pool)
   print(outcome['markdown'], flush=True)
   print(f'Wrote {output_dir}/'
         f'{"STUDY_PARTIAL.md" if FLAGS.report_only else "STUDY.md"}', flush=True)
