@@ -83,6 +83,8 @@ def _result_files(root):
       if name.endswith('.json'):
         text = open(path, encoding='utf-8').read().replace(root, '<root>')
         found[relative] = _without_timing(json.loads(text))
+        if name == results.FLAGS_JSON:  # A resumed run says so.
+          found[relative].pop('resume', None)
       elif name.endswith('.csv'):
         found[relative] = [
             {k: v for k, v in row.items() if k not in _TIMING}
