@@ -6,8 +6,9 @@ r"""Runs several algorithms × seeds on one configuration and compares them.
   python -m experiments.compare --config=default   # what `make run` does
 
 Takes the flags of run_experiment (except --algorithm) plus --algorithms,
---seeds, --centralized and --config. Writes one run directory per algorithm and
-seed, comparison.md (the paper's Table II layout), comparison.png (test
+--seeds, --centralized, --config and --jobs (independent runs in that many
+processes; default the number of cores). Writes one run directory per algorithm
+and seed, comparison.md (the paper's Table II layout), comparison.png (test
 accuracy vs rounds, mean and band over seeds) and summary.json, and prints the
 table. --resume continues an interrupted comparison (finished runs are kept).
 """
@@ -31,6 +32,8 @@ flags.DEFINE_bool('centralized', False,
 flags.DEFINE_enum('config', None, sorted(presets.COMPARISON_PRESETS),
                   'A preset: fills every flag not given on the command line '
                   '(default = what `make run` runs).')
+
+flags_lib.define_jobs_flags()
 
 FLAGS = flags.FLAGS
 
@@ -64,6 +67,7 @@ def check_flags() -> tuple[config_lib.ExperimentConfig, tuple[int, ...]]:
   flags_lib.reject_export_dir('compare')
   seeds = parse_seeds(FLAGS.seeds, config.run.seed)
   flags_lib.check_runtime_flags()
+  flags_lib.check_jobs_flags()
   return config, seeds
 
 
@@ -77,12 +81,12 @@ def main(checked: tuple[config_lib.ExperimentConfig, tuple[int, ...]]) -> None:
         base=base, algorithms=tuple(FLAGS.algorithms), seeds=seeds,
         centralized=FLAGS.centralized)
     # The runtime comes before any data: --runtime=inprocess sets up devices.
-    flags_lib.start_runtime()
-    # run_comparison checks --output_dir and every algorithm on the data
-    # before it trains anything.
-    summary = comparison_lib.run_comparison(
-        comparison, output_dir=base.run.output_dir, resume=base.run.resume,
-        data_cache=caches.DataCache())
+    with flags_lib.jobs_pool() as pool:
+      # run_comparison checks --output_dir and every algorithm on the data
+      # before it trains anything.
+      summary = comparison_lib.run_comparison(
+          comparison, output_dir=base.run.output_dir, resume=base.run.resume,
+          data_cache=caches.DataCache(), pool=pool)
   print(summary['markdown'], flush=True)
   print(f'Wrote {base.run.output_dir}/comparison.md, comparison.png, '
         f'summary.json ({summary["seconds"] / 60:.1f} min).', flush=True)

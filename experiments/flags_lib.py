@@ -25,6 +25,7 @@ from tff_hgb import hgb_config
 from tff_hgb.data import dataset as dataset_lib
 from tff_hgb.data import datasets
 from tff_hgb.experiment import config as config_lib
+from tff_hgb.experiment import jobs as jobs_lib
 from tff_hgb.runtime import options as runtime_options
 from tff_hgb.runtime import workers as runtime_workers
 
@@ -163,6 +164,54 @@ class RuntimeFlagError(ValueError):
   """A bad runtime flag; the message names it."""
 
 
+def define_jobs_flags() -> None:
+  """--jobs and --threads_per_job (compare, paper_tables and study)."""
+  flags.DEFINE_integer(
+      'jobs', None, 'Independent runs (tuning values, seeds, methods) in this '
+      'many processes; default the number of cores; 1 = one after another in '
+      'this process. The files are the same either way.')
+  flags.DEFINE_integer(
+      'threads_per_job', 0, 'TensorFlow intra-op threads of each --jobs '
+      'process; 0 = TF\'s default (one per core), which keeps results '
+      'bit-identical to --jobs=1: another count changes how reductions are '
+      'split, so results differ in their last bits. (Inter-op threads are '
+      'cores / jobs.)')
+
+
+def check_jobs_flags() -> int:
+  """The --jobs count, checked with --threads_per_job (no side effects)."""
+  count = jobs_lib.default_jobs() if FLAGS.jobs is None else FLAGS.jobs
+  if count < 1:
+    raise config_lib.UsageError('jobs', f'must be ≥ 1, got {count}.')
+  if FLAGS.threads_per_job < 0:
+    raise config_lib.UsageError('threads_per_job', 'must be ≥ 0.')
+  if count > 1 and FLAGS.workers:
+    raise config_lib.UsageError(
+        'jobs', f'--jobs={count} with --workers: those workers would serve '
+        f'{count} processes at once; use --jobs=1 with --workers (or '
+        '--local_workers, which each --jobs process starts for itself).')
+  return count
+
+
+def jobs_pool():
+  """A context manager giving the --jobs worker pool, or None for --jobs=1.
+
+  Call after `check_runtime_flags`. With a pool this process runs no rounds:
+  it installs the in-process runtime (no port); each worker sets up the
+  runtime the flags ask for (--runtime=tff: a TFF worker of its own).
+  """
+  from tff_hgb.runtime import configure  # pylint: disable=g-import-not-at-top
+  pool = jobs_lib.make_pool(check_jobs_flags(),
+                            intra_threads=FLAGS.threads_per_job,
+                            runtime=runtime_options.runtime_kwargs_from_flags(),
+                            progress=FLAGS.progress)
+  if pool is None:
+    start_runtime()
+    return contextlib.nullcontext()
+  configure.configure_runtime('inprocess')
+  return pool
+
+
 def check_runtime_flags() -> None:
   """Validates the runtime flags before any heavy work (no side effects)."""
   try:
@@ -192,7 +241,7 @@ def error_exit(error: Exception) -> None:
 # Errors a user can cause (flags, data, runtime set-up): each names its cause.
 USER_ERRORS = (config_lib.UsageError, dataset_lib.DataError, RuntimeFlagError,
                runtime_workers.WorkerError,
-               runtime_options.DeviceConfigurationError)
+               runtime_options.DeviceConfigurationError, jobs_lib.JobsError)
 
 
 @contextlib.contextmanager

@@ -6,8 +6,9 @@ r"""The paper's Tables I–III on htad, beside the paper's numbers (`make paper`
 Runs every setting the tables need as a resumable comparison under
 --output_dir (rerunning skips finished runs and continues unfinished ones) and
 writes --output_dir/RESULTS.md. Takes the flags of run_experiment as overrides
-of the preset (tff_hgb.experiment.paper.PAPER_PRESET), plus --tables, --seeds
-and --quick.
+of the preset (tff_hgb.experiment.paper.PAPER_PRESET), plus --tables, --seeds,
+--quick and --jobs (independent runs in that many processes; default the
+number of cores).
 """
 
 from absl import flags
@@ -21,6 +22,8 @@ flags.DEFINE_integer('paper_seeds', 3, 'Seeds per run (--seed onwards).')
 flags.DEFINE_bool('quick', False,
                   'A reduced setting (few clients, 2 rounds, 1 seed, no '
                   'tuning) that shows the machinery works.')
+
+flags_lib.define_jobs_flags()
 
 FLAGS = flags.FLAGS
 
@@ -47,6 +50,7 @@ def check_flags() -> tuple[config_lib.ExperimentConfig, list[int],
   flags_lib.reject_export_dir('paper_tables')
   config_lib.validate(base)
   flags_lib.check_runtime_flags()
+  flags_lib.check_jobs_flags()
   seeds = tuple(range(base.run.seed, base.run.seed + seeds_count))
   return base, tables, seeds
 
@@ -57,9 +61,10 @@ def main(checked: tuple[config_lib.ExperimentConfig, list[int],
   from tff_hgb.experiment import paper  # pylint: disable=g-import-not-at-top
   base, tables, seeds = checked
   with flags_lib.user_errors_exit():
-    flags_lib.start_runtime()
-    outcome = paper.run_paper_tables(base, tables=tables, seeds=seeds,
-                                     output_dir=base.run.output_dir)
+    with flags_lib.jobs_pool() as pool:
+      outcome = paper.run_paper_tables(base, tables=tables, seeds=seeds,
+                                       output_dir=base.run.output_dir,
+                                       pool=pool)
   print(outcome['markdown'], flush=True)
   print(f'Wrote {base.run.output_dir}/RESULTS.md', flush=True)
 

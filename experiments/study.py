@@ -10,6 +10,8 @@ tuning and --seeds seeds, and writes --output_dir/STUDY.md and study.json
 continue.
 """
 
+import contextlib
+
 from absl import flags
 
 from experiments import flags_lib
@@ -23,6 +25,8 @@ flags.DEFINE_bool('quick', False, 'A tiny study that shows the machinery.')
 flags.DEFINE_bool('report_only', False,
                   'Run nothing: write STUDY_PARTIAL.md from what --output_dir '
                   'holds so far (e.g. while the study runs).')
+
+flags_lib.define_jobs_flags()
 
 FLAGS = flags.FLAGS
 
@@ -46,6 +50,7 @@ def check_flags() -> list[presets.Setting]:
         'settings', 'include a selection setting (' + ', '.join(
             s.name for s in presets.SETTINGS if s.selection) + ').')
   flags_lib.check_runtime_flags()
+  flags_lib.check_jobs_flags()
   return settings
 
 
@@ -54,11 +59,12 @@ def main(settings: list[presets.Setting]) -> None:
   from tff_hgb.experiment import study  # pylint: disable=g-import-not-at-top
   output_dir = FLAGS.output_dir
   with flags_lib.user_errors_exit():
-    if not FLAGS.report_only:
-      flags_lib.start_runtime()
-    outcome = study.run_study(output_dir, seeds=list(range(FLAGS.study_seeds)),
-                              settings=settings, quick=FLAGS.quick,
-                              report_only=FLAGS.report_only)
+    with (contextlib.nullcontext() if FLAGS.report_only else
+          flags_lib.jobs_pool()) as pool:
+      outcome = study.run_study(
+          output_dir, seeds=list(range(FLAGS.study_seeds)),
+          settings=settings, quick=FLAGS.quick,
+          report_only=FLAGS.report_only, pool=pool)
   print(outcome['markdown'], flush=True)
   print(f'Wrote {output_dir}/'
         f'{"STUDY_PARTIAL.md" if FLAGS.report_only else "STUDY.md"}', flush=True)

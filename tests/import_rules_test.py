@@ -146,6 +146,7 @@ def test_the_table_classifies_the_layout():
       ('tff_hgb.runtime.inprocess.intrinsics', CORE),
       ('tff_hgb.experiment', HARNESS), ('tff_hgb.experiment.loop', HARNESS),
       ('tff_hgb.experiment.study', HARNESS),
+      ('tff_hgb.experiment.jobs', HARNESS),
       ('tff_hgb.experiment.results', HARNESS),
       ('tff_hgb.benchmarking', HARNESS),
       ('tff_hgb.benchmarking.ratio', HARNESS),

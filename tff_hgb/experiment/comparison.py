@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import os
 import re
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from tff_hgb import algorithms
 from tff_hgb.experiment import caches
 from tff_hgb.experiment import config as config_lib
+from tff_hgb.experiment import jobs
 from tff_hgb.experiment import presets
 from tff_hgb.experiment import reference
 from tff_hgb.experiment import reports
@@ -81,7 +83,8 @@ def validate_comparison(comparison: ComparisonConfig) -> None:
 def run_comparison(comparison: ComparisonConfig, *, output_dir: str,
                    resume: bool = False,
                    data_cache: Optional[caches.DataCache] = None,
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
+                   log: Callable[[str], None] = print,
+                   pool: Optional[jobs.Pool] = None) -> dict[str, Any]:
   """Runs algorithms × seeds; writes comparison.md/.png and summary.json.
 
   Layout: output_dir/<algorithm>/seed_<s>/ (a full run directory each),
@@ -91,112 +94,199 @@ def run_comparison(comparison: ComparisonConfig, *, output_dir: str,
   their last checkpoint, so an interrupted comparison can simply be rerun.
   `data_cache` is the caller's, so a binary's data is loaded once.
 
+  The runs (tuning values, seeds, the centralized reference) are independent
+  tasks (tff_hgb.experiment.jobs): without `pool` they run here one after
+  another; with one, in its worker processes, and the files are the same.
+
   Returns:
     The comparison summary (also output_dir/summary.json).
+
+  Raises:
+    jobs.RunsFailed: (with a pool) some runs failed; the others finished and
+      nothing aggregated is written.
   """
-  base = comparison.base
-  flags = comparison.to_dict()
-  results.check_output_dir(output_dir, flags, resume=resume)
   data_cache = data_cache or caches.DataCache()
-  for name in comparison.algorithms:  # Data/algorithm errors up front.
-    if name != BEST_UNIMODAL:
-      config = base.replace(algorithm=name, seed=comparison.seeds[0])
-      caches.check_algorithm(config, data_cache.get(config))
-  # The partition's real number of clients (--num_clients is ignored by a
-  # natural partition, which has one client per subject/speaker).
-  num_clients = len(data_cache.get(base.replace(
-      seed=comparison.seeds[0])).federated_data.client_ids)
-  os.makedirs(output_dir, exist_ok=True)
-  results.atomic_write_json(os.path.join(output_dir, results.FLAGS_JSON), flags)
-  algorithm_cache = caches.AlgorithmCache()
+  plan = _Comparison(comparison, output_dir=output_dir, resume=resume,
+                     data_cache=data_cache)
   started = time.perf_counter()
-  summaries: dict[str, list] = collections.OrderedDict()
-  curves: dict[str, list] = collections.OrderedDict()
-  tuned_values: dict[str, Any] = {}
-  tuned_edges: dict[str, list[str]] = {}
-  names = list(comparison.algorithms)
-  if BEST_UNIMODAL in names:
-    choice, scores = reference.best_unimodal(
-        base, data_cache, path=os.path.join(output_dir, 'best_unimodal.json'))
-    log(f'{BEST_UNIMODAL} → {choice} (held-out training-pool accuracy: ' +
-        ', '.join(f'{m} {v:.3f}' for m, v in scores.items()) + ')')
-    names = [choice if n == BEST_UNIMODAL else n for n in names]
-  for name in names:
-    algorithm_dir = os.path.join(output_dir, run_slug(name))
-    config = base.replace(algorithm=name, seed=comparison.seeds[0])
-    caches.check_algorithm(config, data_cache.get(config))
-    tuned, record = None, None
-    if base.run.tune:
-      record = _tune(config, algorithm_dir, data_cache, algorithm_cache,
-                     resume=resume, log=log)
-      tuned = tuned_values[name] = record['chosen']
-      tuned_edges[name] = reports.edge_fields(record)
-    summaries[name], curves[name] = _run_seeds(
-        config, comparison.seeds, algorithm_dir, data_cache, algorithm_cache,
-        tuned=tuned, record=record, resume=resume, log=log)
-  central = None
-  if comparison.centralized:
-    central = reference.centralized_reference(
-        base, comparison.seeds, output_dir=os.path.join(output_dir,
-                                                        'centralized'),
-        data_cache=data_cache, resume=resume,
-        learning_rates=reference.client_learning_rate_grid(base), log=log)
-  table = reports.aggregate(
-      summaries, baselines=[n for n in names if is_baseline(n)])
-  for name, edges in tuned_edges.items():
-    table[name]['tuned_edge'] = edges
-  seconds = time.perf_counter() - started
-  summary = {
-      'dataset': base.data.dataset, 'partition': base.data.partition,
-      'rounds': base.run.rounds, 'num_clients': num_clients,
-      'clients_per_round': base.run.clients_per_round,
-      'seeds': list(comparison.seeds),
-      'target_accuracy': base.run.target_accuracy,
-      'tune': base.run.tune, 'tuned': tuned_values,
-      # Per algorithm, the tuned fields whose value is on its grid's edge.
-      'tuned_edge': tuned_edges,
-      'algorithms': table,
-      'centralized': central,
-      'seconds': seconds,
-      'process_builds': algorithm_cache.builds,
-  }
-  results.atomic_write_json(os.path.join(output_dir, results.SUMMARY_JSON),
-                            summary)
-  summary['markdown'] = _write_report(comparison, output_dir, table, central,
-                                      curves, seconds, num_clients)
-  return summary
+  scheduler = jobs.Scheduler(pool, data_cache, caches.AlgorithmCache(), log)
+  plan.submit(scheduler)
+  scheduler.run()
+  return plan.finish(time.perf_counter() - started,
+                     process_builds=scheduler.builds)
 
 
-def _tune(config: config_lib.ExperimentConfig, algorithm_dir: str,
-          data_cache: caches.DataCache, algorithm_cache: caches.AlgorithmCache,
-          *, resume: bool, log: Callable[[str], None]) -> dict[str, Any]:
-  """One algorithm's tuning (on the first seed), logged; its record."""
-  record = tuning.tune(
-      config, tuning_path=os.path.join(algorithm_dir, results.TUNING_JSON),
-      data_cache=data_cache, algorithm_cache=algorithm_cache, resume=resume)
-  log(f'{config.algorithm.name}: tuned {record["chosen"]} (validation scores '
-      + ', '.join(f'{c["values"]}: {c["score"]:.3f}'
-                  for c in record['candidates']) + ')')
-  return record
+class _Comparison:
+  """A comparison's runs as tasks: checked and submitted, then aggregated.
+
+  Task keys follow the sequential order: uni:best's choice first, then per
+  algorithm its tuning values and its seeds, then the centralized reference.
+  """
+
+  def __init__(self, comparison: ComparisonConfig, *, output_dir: str,
+               resume: bool, data_cache: caches.DataCache):
+    base = comparison.base
+    flags = comparison.to_dict()
+    results.check_output_dir(output_dir, flags, resume=resume)
+    for name in comparison.algorithms:  # Data/algorithm errors up front.
+      if name != BEST_UNIMODAL:
+        config = base.replace(algorithm=name, seed=comparison.seeds[0])
+        caches.check_algorithm(config, data_cache.get(config))
+    # The partition's real number of clients (--num_clients is ignored by a
+    # natural partition, which has one client per subject/speaker).
+    self.num_clients = len(data_cache.get(base.replace(
+        seed=comparison.seeds[0])).federated_data.client_ids)
+    os.makedirs(output_dir, exist_ok=True)
+    results.atomic_write_json(os.path.join(output_dir, results.FLAGS_JSON),
+                              flags)
+    self.comparison = comparison
+    self.output_dir = output_dir
+    self.resume = resume
+    self.data_cache = data_cache
+    self.names = list(comparison.algorithms)
+    # Per algorithm index: the tuning record, and each seed's (summary, curve).
+    self.records: dict[int, dict[str, Any]] = {}
+    self.runs: dict[int, dict[int, tuple]] = collections.defaultdict(dict)
+    self.central = None
+
+  def submit(self, scheduler: jobs.Scheduler) -> None:
+    for index, name in enumerate(self.names):
+      if name == BEST_UNIMODAL:
+        scheduler.submit(
+            jobs.Task((-1,), BEST_UNIMODAL, reference.best_unimodal_task,
+                      (self.comparison.base,
+                       os.path.join(self.output_dir, 'best_unimodal.json'))),
+            then=functools.partial(self._chose_unimodal, scheduler, index))
+      else:
+        self._submit_algorithm(scheduler, index)
+    if self.comparison.centralized:
+      base = self.comparison.base
+
+      def keep(central):
+        self.central = central
+
+      central_dir = os.path.join(self.output_dir, 'centralized')
+      scheduler.submit(jobs.Task(
+          (len(self.names),), 'centralized', reference.centralized_task,
+          (base, tuple(self.comparison.seeds), central_dir, None, self.resume,
+           tuple(reference.client_learning_rate_grid(base))), eager=True,
+          cheap=self.resume and reference.centralized_is_stored(
+              central_dir, self.comparison.seeds)), then=keep)
+
+  def _chose_unimodal(self, scheduler, index: int, outcome) -> None:
+    choice, scores = outcome
+    scheduler.log(f'{BEST_UNIMODAL} → {choice} (held-out training-pool '
+                  'accuracy: ' + ', '.join(f'{m} {v:.3f}'
+                                           for m, v in scores.items()) + ')')
+    self.names[index] = choice
+    self._submit_algorithm(scheduler, index)
+
+  def _submit_algorithm(self, scheduler: jobs.Scheduler, index: int) -> None:
+    """The algorithm's tuning values, then (when all are done) its seeds."""
+    name = self.names[index]
+    config = self.comparison.base.replace(algorithm=name,
+                                          seed=self.comparison.seeds[0])
+    caches.check_algorithm(config, self.data_cache.get(config))
+    if not config.run.tune:
+      self._submit_seeds(scheduler, index, config)
+      return
+    tuning_run = tuning.Tuning(
+        config, tuning_path=os.path.join(self.output_dir, run_slug(name),
+                                         results.TUNING_JSON),
+        data_cache=self.data_cache, resume=self.resume)
+    missing = tuning_run.missing()
+
+    def tuned(record):
+      scheduler.log(
+          f'{name}: tuned {record["chosen"]} (validation scores ' +
+          ', '.join(f'{c["values"]}: {c["score"]:.3f}'
+                    for c in record['candidates']) + ')')
+      self.records[index] = record
+      self._submit_seeds(scheduler, index, config)
+
+    def add(entry):
+      tuning_run.add(entry)
+      if not tuning_run.missing():
+        tuned(tuning_run.finish())
+
+    if not missing:
+      tuned(tuning_run.finish())
+    for position, values in enumerate(missing):
+      label = ','.join(f'{k}={v:g}' for k, v in values.items())
+      scheduler.submit(jobs.Task((index, 0, position), f'tune {name} {label}',
+                                 tuning.candidate_task, (config, values)),
+                       then=add)
+
+  def _submit_seeds(self, scheduler: jobs.Scheduler, index: int,
+                    config: config_lib.ExperimentConfig) -> None:
+    record = self.records.get(index)
+    tuned = record['chosen'] if record else None
+    algorithm_dir = os.path.join(self.output_dir, run_slug(config.algorithm.name))
+    for position, seed in enumerate(self.comparison.seeds):
+      run_dir = os.path.join(algorithm_dir, f'seed_{seed}')
+      run_config = config.replace(seed=seed, output_dir=run_dir,
+                                  resume=self.resume)
+
+      def done(summary, position=position, run_dir=run_dir):
+        scheduler.log(run.result_line(summary))
+        self.runs[index][position] = (summary, reports.accuracy_curve(
+            results.read_metrics(os.path.join(run_dir, results.METRICS_CSV))))
+
+      scheduler.submit(jobs.Task(
+          (index, 1, position), f'{config.algorithm.name} seed {seed}',
+          seed_task, (run_config, tuned, record),
+          cheap=self.resume and results.run_is_complete(run_dir, run_config)),
+                       then=done)
+
+  def finish(self, seconds: float, *, process_builds: int) -> dict[str, Any]:
+    """Aggregates the finished runs: summary.json, comparison.md/.png."""
+    base = self.comparison.base
+    seeds = self.comparison.seeds
+    summaries: dict[str, list] = collections.OrderedDict()
+    curves: dict[str, list] = collections.OrderedDict()
+    tuned_values: dict[str, Any] = {}
+    tuned_edges: dict[str, list[str]] = {}
+    for index, name in enumerate(self.names):
+      if index in self.records:
+        tuned_values[name] = self.records[index]['chosen']
+        tuned_edges[name] = reports.edge_fields(self.records[index])
+      runs = [self.runs[index][p] for p in range(len(seeds))]
+      summaries[name] = [summary for summary, _ in runs]
+      curves[name] = [curve for _, curve in runs]
+    table = reports.aggregate(
+        summaries, baselines=[n for n in self.names if is_baseline(n)])
+    for name, edges in tuned_edges.items():
+      table[name]['tuned_edge'] = edges
+    summary = {
+        'dataset': base.data.dataset, 'partition': base.data.partition,
+        'rounds': base.run.rounds, 'num_clients': self.num_clients,
+        'clients_per_round': base.run.clients_per_round,
+        'seeds': list(seeds),
+        'target_accuracy': base.run.target_accuracy,
+        'tune': base.run.tune, 'tuned': tuned_values,
+        # Per algorithm, the tuned fields whose value is on its grid's edge.
+        'tuned_edge': tuned_edges,
+        'algorithms': table,
+        'centralized': self.central,
+        'seconds': seconds,
+        'process_builds': process_builds,
+    }
+    results.atomic_write_json(
+        os.path.join(self.output_dir, results.SUMMARY_JSON), summary)
+    summary['markdown'] = _write_report(
+        self.comparison, self.output_dir, table, self.central, curves,
+        seconds, self.num_clients)
+    return summary
 
 
-def _run_seeds(config: config_lib.ExperimentConfig, seeds, algorithm_dir: str,
-               data_cache: caches.DataCache,
-               algorithm_cache: caches.AlgorithmCache, *, tuned, record,
-               resume: bool, log: Callable[[str], None]):
-  """One algorithm's run per seed: (their summaries, their accuracy curves)."""
-  summaries, curves = [], []
-  for seed in seeds:
-    run_dir = os.path.join(algorithm_dir, f'seed_{seed}')
-    run_config = config.replace(seed=seed, output_dir=run_dir, resume=resume)
-    summary = run.run_experiment(
-        run_config, data_cache=data_cache, algorithm_cache=algorithm_cache,
-        tuned=tuned or {}, tuning_record=record, skip_complete=True)
-    log(run.result_line(summary))
-    summaries.append(summary)
-    curves.append(reports.accuracy_curve(results.read_metrics(
-        os.path.join(run_dir, results.METRICS_CSV))))
-  return summaries, curves
+def seed_task(context, run_config: config_lib.ExperimentConfig,
+              tuned: Optional[Mapping[str, Any]],
+              record: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+  """One seed of a comparison (a --jobs task): its run's summary."""
+  return run.run_experiment(
+      run_config, data_cache=context.data_cache,
+      algorithm_cache=context.algorithm_cache, tuned=tuned or {},
+      tuning_record=record, skip_complete=True)
 
 
 def _write_report(comparison: ComparisonConfig, output_dir: str, table,

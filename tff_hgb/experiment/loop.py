@@ -95,18 +95,37 @@ def flatten_process_metrics(metrics) -> dict[str, float]:
   return flat
 
 
+# Where progress goes instead of a tqdm bar: a --jobs worker sends it to its
+# parent, which draws one bar per running run (tff_hgb.experiment.jobs).
+# Called as sink(desc, rounds done, total rounds, postfix).
+_progress_sink: Optional[Callable[..., None]] = None
+
+
+def set_progress_sink(sink: Optional[Callable[..., None]]) -> None:
+  """Sends this process's progress to `sink` (None: tqdm bars again)."""
+  global _progress_sink
+  _progress_sink = sink
+
+
 class _Progress:
   """A tqdm bar (stderr) showing the round and key metrics."""
 
   def __init__(self, enabled: bool, total: int, initial: int, desc: str):
     self._bar = None
-    if enabled:
+    self._sink = _progress_sink if enabled else None
+    self._desc, self._done, self._total = desc, initial, total
+    if self._sink is not None:
+      self._sink(desc, initial, total, {})
+    elif enabled:
       from tqdm import auto as tqdm  # pylint: disable=g-import-not-at-top
       self._bar = tqdm.tqdm(total=total, initial=initial, desc=desc,
                             unit='round', file=sys.stderr, dynamic_ncols=True,
                             mininterval=0.5, leave=True)
 
   def update(self, postfix: Mapping[str, str]):
+    if self._sink is not None:
+      self._done += 1
+      self._sink(self._desc, self._done, self._total, dict(postfix))
     if self._bar is not None:
       self._bar.set_postfix(postfix, refresh=False)
       self._bar.update(1)

@@ -14,6 +14,7 @@ from tff_hgb.data import partition as partition_lib
 from tff_hgb.experiment import caches
 from tff_hgb.experiment import comparison as comparison_lib
 from tff_hgb.experiment import config as config_lib
+from tff_hgb.experiment import jobs
 from tff_hgb.experiment import presets
 from tff_hgb.experiment import reference
 from tff_hgb.experiment import reports
@@ -68,16 +69,22 @@ def paper_plan(tables: Sequence[int], modalities: Sequence[str]
 def run_paper_tables(base: config_lib.ExperimentConfig, *,
                      tables: Sequence[int],
                      seeds: Sequence[int], output_dir: str,
-                     log: Callable[[str], None] = print) -> dict[str, Any]:
+                     log: Callable[[str], None] = print,
+                     pool: Optional[jobs.Pool] = None) -> dict[str, Any]:
   """Runs (or reuses) every comparison the tables need; writes RESULTS.md.
 
   Each setting is a resumable comparison in output_dir/<scheme>/ (finished
   runs are skipped, unfinished ones continue), the centralized references of
-  Table I in output_dir/centralized/<modalities>/.
+  Table I in output_dir/centralized/<modalities>/. With `pool`, the runs of
+  each comparison, and the centralized references, run in its processes.
 
   Returns:
     {'settings': {scheme: comparison summary}, 'centralized': {set: row},
     'markdown': RESULTS.md text}.
+
+  Raises:
+    jobs.RunsFailed: (with a pool) some runs failed; every other setting was
+      still run, and RESULTS.md is not written.
   """
   results.claim_output_dir(output_dir)  # Its comparisons are inside it.
   tables = sorted(set(tables))
@@ -87,6 +94,7 @@ def run_paper_tables(base: config_lib.ExperimentConfig, *,
   plan = paper_plan(tables, modalities)
   settings = collections.OrderedDict()
   started = time.perf_counter()
+  failed = []
   for scheme, names in plan.items():
     log(f'== {scheme}: {", ".join(names)}')
     comparison = comparison_lib.ComparisonConfig(
@@ -94,20 +102,38 @@ def run_paper_tables(base: config_lib.ExperimentConfig, *,
                                  output_dir=os.path.join(output_dir, scheme)),
         algorithms=tuple(names), seeds=tuple(seeds),
         title=f'{base.data.dataset} / {scheme}')
-    settings[scheme] = comparison_lib.run_comparison(
-        comparison, output_dir=os.path.join(output_dir, scheme), resume=True,
-        data_cache=data_cache, log=log)
+    try:
+      settings[scheme] = comparison_lib.run_comparison(
+          comparison, output_dir=os.path.join(output_dir, scheme),
+          resume=True, data_cache=data_cache, log=log, pool=pool)
+    except jobs.RunsFailed as e:  # The other settings still run.
+      failed += e.labels
   central = collections.OrderedDict()
   if 1 in tables:
+    scheduler = jobs.Scheduler(pool, data_cache, log=log)
     sets = [[m] for m in modalities] + [list(modalities)]
-    for subset in sets:
+    for index, subset in enumerate(sets):
       label = '+'.join(subset)
-      log(f'== centralized {label}')
-      central[label] = reference.centralized_reference(
-          base, seeds, output_dir=os.path.join(output_dir, 'centralized',
-                                               comparison_lib.run_slug(label)),
-          data_cache=data_cache, modalities=subset, resume=True,
-          learning_rates=reference.client_learning_rate_grid(base), log=log)
+
+      def keep(row, label=label):
+        central[label] = row
+
+      central_dir = os.path.join(output_dir, 'centralized',
+                                 comparison_lib.run_slug(label))
+      scheduler.submit(jobs.Task(
+          (index,), f'centralized {label}', _centralized_task,
+          (base, tuple(seeds), label, subset, central_dir),
+          cheap=reference.centralized_is_stored(central_dir, seeds)),
+                       then=keep)
+    try:
+      scheduler.run()
+    except jobs.RunsFailed as e:
+      failed += e.labels
+    central = collections.OrderedDict(  # In the sets' order.
+        ('+'.join(s), central['+'.join(s)]) for s in sets
+        if '+'.join(s) in central)
+  if failed:
+    raise jobs.RunsFailed(failed)
   markdown = paper_tables_markdown(
       settings, central, tables=tables, modalities=modalities,
       notes=[f'{base.data.dataset}: {base.data.num_clients} clients, '
@@ -125,6 +151,19 @@ def run_paper_tables(base: config_lib.ExperimentConfig, *,
              'are reused).'])
   results.atomic_write_text(os.path.join(output_dir, 'RESULTS.md'), markdown)
   return {'settings': settings, 'centralized': central, 'markdown': markdown}
+
+
+def _centralized_task(context, base: config_lib.ExperimentConfig,
+                      seeds: Sequence[int], label: str,
+                      subset: Sequence[str], output_dir: str
+                      ) -> dict[str, Any]:
+  """Table I's centralized reference on `subset` (a --jobs task)."""
+  context.log(f'== centralized {label}')
+  return reference.centralized_reference(
+      base, seeds, output_dir=output_dir, data_cache=context.data_cache,
+      modalities=list(subset), resume=True,
+      learning_rates=reference.client_learning_rate_grid(base),
+      log=context.log)
 
 
 # ---------------------------------------------------------------------------

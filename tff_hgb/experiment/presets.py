@@ -16,10 +16,11 @@ COMPARISON_PRESETS = {
     # `make run`: htad Mixed-B (the paper's Table II setting), every baseline,
     # the best uni-modal model and HGB, with the client learning rate tuned per
     # algorithm on training-pool validation data. Measured on 2 cores shared
-    # with other jobs (load 3-7): 13.4 min wall, 14 CPU-minutes, 1.1 GB peak
-    # RSS, 20 process builds (5 algorithms x (1 for tuning + 3 seeds)); the
-    # budget is ~20 min. The grid is wide because 0.02-0.4 put every
-    # baseline's optimum on its upper edge.
+    # with other jobs (load 3-7), with --jobs=1: 13.4 min wall, 14
+    # CPU-minutes, 1.1 GB peak RSS, 20 process builds (5 algorithms x (1 for
+    # tuning + 3 seeds)); the budget is ~20 min. --jobs (default one process
+    # per core) runs its runs in parallel (docs/BENCHMARKS.md). The grid is
+    # wide because 0.02-0.4 put every baseline's optimum on its upper edge.
     # uni:best: the modality that is best on its own, picked by a quick
     # centralized check on training data (`best_unimodal`); on htad audio and
     # accel are within ~2 points of each other centrally, so it is measured

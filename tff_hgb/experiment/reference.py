@@ -189,3 +189,29 @@ def client_learning_rate_grid(config: config_lib.ExperimentConfig
     if name == 'client_learning_rate':
       return list(values)
   return []
+
+
+def centralized_is_stored(output_dir: str, seeds: Sequence[int]) -> bool:
+  """Whether `centralized_reference` would only read stored results."""
+  return all(os.path.exists(os.path.join(output_dir, f'seed_{seed}',
+                                         results.SUMMARY_JSON))
+             for seed in seeds)
+
+
+# As --jobs tasks (tff_hgb.experiment.jobs): `context` holds the process's
+# caches and log.
+
+
+def best_unimodal_task(context, config: config_lib.ExperimentConfig,
+                       path: str) -> tuple[str, dict[str, float]]:
+  return best_unimodal(config, context.data_cache, path=path)
+
+
+def centralized_task(context, config: config_lib.ExperimentConfig,
+                     seeds: Sequence[int], output_dir: str,
+                     modalities: Optional[Sequence[str]], resume: bool,
+                     learning_rates: Sequence[float]) -> dict[str, Any]:
+  return centralized_reference(
+      config, seeds, output_dir=output_dir, data_cache=context.data_cache,
+      modalities=modalities, resume=resume, learning_rates=learning_rates,
+      log=context.log)

@@ -315,6 +315,22 @@ def claim_output_dir(output_dir: str) -> None:
   _HELD[path] = fd
 
 
+def held_dirs() -> list[str]:
+  """The directories this process claimed (absolute paths)."""
+  return list(_HELD)
+
+
+def adopt_claims(paths) -> None:
+  """Writes inside `paths` under the claim of the process that made us.
+
+  A --jobs worker (tff_hgb.experiment.jobs) writes run directories inside its
+  parent's claimed directories: the parent's lock covers them (the worker dies
+  with it), so the worker takes no lock and leaves no lock file of its own.
+  """
+  for path in paths:
+    _HELD.setdefault(os.path.abspath(path), None)
+
+
 def check_output_dir(output_dir: str, flags: Mapping[str, Any], *,
                      resume: bool,
                      ignore: Sequence[str] = _NON_SEMANTIC_FIELDS) -> None:

@@ -40,6 +40,7 @@ import numpy as np
 from tff_hgb.experiment import caches
 from tff_hgb.experiment import comparison as comparison_lib
 from tff_hgb.experiment import config as config_lib
+from tff_hgb.experiment import jobs
 from tff_hgb.experiment import presets
 from tff_hgb.experiment import results
 from tff_hgb.experiment import study_report
@@ -137,32 +138,31 @@ def select_default(output_dir: str, *, settings: Sequence[Setting] = SETTINGS,
                    candidates: Sequence[Method] = CANDIDATES,
                    quick: bool = False,
                    data_cache: Optional[caches.DataCache] = None,
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
+                   log: Callable[[str], None] = print,
+                   pool: Optional[jobs.Pool] = None) -> dict[str, Any]:
   """Tunes each candidate on the selection settings; picks the best.
+
+  The tuning values of every candidate and setting are independent runs (in
+  `pool`'s processes if given).
 
   Returns (and writes output_dir/selection.json) {'chosen': label, 'scores':
   {label: {setting: best validation accuracy, 'mean': ...}}}.
   """
   data_cache = data_cache or caches.DataCache()
-  algorithm_cache = caches.AlgorithmCache()
+  scheduler = jobs.Scheduler(pool, data_cache, log=log)
+  best: dict[tuple[int, int], float] = {}
+  for c, candidate in enumerate(candidates):
+    for s, setting in enumerate(settings):
+      if setting.selection:
+        _submit_selection(scheduler, (c, s), candidate, setting, best,
+                          output_dir=output_dir, quick=quick,
+                          data_cache=data_cache)
+  scheduler.run()
   scores = collections.OrderedDict()
-  for candidate in candidates:
-    per_setting = collections.OrderedDict()
-    for setting in settings:
-      if not setting.selection:
-        continue
-      config = setting_config(setting, candidate, output_dir=None,
-                              quick=quick)
-      record = tuning.tune(
-          config, tuning_path=os.path.join(output_dir, 'selection',
-                                           setting.name, candidate.label,
-                                           results.TUNING_JSON),
-          data_cache=data_cache, algorithm_cache=algorithm_cache, resume=True)
-      per_setting[setting.name] = max(
-          c['score'] for c in record['candidates']
-          if c['score'] is not None and math.isfinite(c['score']))
-      log(f'selection {candidate.label} on {setting.name}: best validation '
-          f'accuracy {per_setting[setting.name]:.4f} at {record["chosen"]}')
+  for c, candidate in enumerate(candidates):
+    per_setting = collections.OrderedDict(
+        (setting.name, best[c, s]) for s, setting in enumerate(settings)
+        if setting.selection)
     per_setting['mean'] = float(np.mean(list(per_setting.values())))
     scores[candidate.label] = per_setting
   chosen = max(scores, key=lambda label: scores[label]['mean'])
@@ -172,6 +172,39 @@ def select_default(output_dir: str, *, settings: Sequence[Setting] = SETTINGS,
                             selection)
   log(f'selected default hgb: {chosen}')
   return selection
+
+
+def _submit_selection(scheduler: jobs.Scheduler, key: tuple[int, int],
+                      candidate: Method, setting: Setting,
+                      best: dict[tuple[int, int], float], *, output_dir: str,
+                      quick: bool, data_cache: caches.DataCache) -> None:
+  """One candidate's tuning on one selection setting; its best score → best."""
+  config = setting_config(setting, candidate, output_dir=None, quick=quick)
+  tuning_run = tuning.Tuning(
+      config, tuning_path=os.path.join(output_dir, 'selection', setting.name,
+                                       candidate.label, results.TUNING_JSON),
+      data_cache=data_cache, resume=True)
+
+  def finish():
+    record = tuning_run.finish()
+    best[key] = max(c['score'] for c in record['candidates']
+                    if c['score'] is not None and math.isfinite(c['score']))
+    scheduler.log(f'selection {candidate.label} on {setting.name}: best '
+                  f'validation accuracy {best[key]:.4f} at {record["chosen"]}')
+
+  def add(entry):
+    tuning_run.add(entry)
+    if not tuning_run.missing():
+      finish()
+
+  missing = tuning_run.missing()
+  if not missing:
+    finish()
+  for position, values in enumerate(missing):
+    scheduler.submit(jobs.Task(
+        key + (position,), f'selection {candidate.label} {setting.name} '
+        + ','.join(f'{k}={v:g}' for k, v in values.items()),
+        tuning.candidate_task, (config, values)), then=add)
 
 
 def _mean_of_column(rows: Sequence[Mapping[str, Any]], column: str
@@ -207,7 +240,8 @@ def _run_method(setting: Setting, method: Method,
                 base: config_lib.ExperimentConfig, seeds: Sequence[int], *,
                 tuning_path: str, selected_path: str,
                 data_cache: caches.DataCache,
-                log: Callable[[str], None]) -> None:
+                log: Callable[[str], None],
+                pool: Optional[jobs.Pool]) -> None:
   """One setting × method: a resumable comparison in base's output_dir."""
   if (method.label == 'hgb' and base.run.tune and
       os.path.exists(selected_path) and not os.path.exists(tuning_path)):
@@ -220,7 +254,8 @@ def _run_method(setting: Setting, method: Method,
       base=base, algorithms=(method.algorithm,), seeds=tuple(seeds),
       title=f'{setting.name} / {method.label}')
   comparison_lib.run_comparison(comparison, output_dir=base.run.output_dir,
-                                resume=True, data_cache=data_cache, log=log)
+                                resume=True, data_cache=data_cache, log=log,
+                                pool=pool)
 
 
 def run_study(output_dir: str, *, seeds: Sequence[int],
@@ -229,7 +264,8 @@ def run_study(output_dir: str, *, seeds: Sequence[int],
               method_labels: Optional[Sequence[str]] = None,
               quick: bool = False,
               report_only: bool = False,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
+              log: Callable[[str], None] = print,
+              pool: Optional[jobs.Pool] = None) -> dict[str, Any]:
   """Selection, then every setting × method; writes STUDY.md and study.json.
 
   Args:
@@ -242,6 +278,11 @@ def run_study(output_dir: str, *, seeds: Sequence[int],
       exercises the machinery.
     report_only: run nothing; report what output_dir holds so far (e.g.
       while another process runs the study). Needs the selection done.
+    pool: run the independent runs (tuning values, seeds) in its processes.
+
+  Raises:
+    jobs.RunsFailed: (with a pool) some runs failed; every other method still
+      ran, and STUDY.md is not written.
   """
   started = time.perf_counter()
   data_cache = caches.DataCache()
@@ -258,9 +299,10 @@ def run_study(output_dir: str, *, seeds: Sequence[int],
   else:
     selection = select_default(output_dir, settings=settings,
                                candidates=candidates, quick=quick,
-                               data_cache=data_cache, log=log)
+                               data_cache=data_cache, log=log, pool=pool)
   chosen = next(c for c in candidates if c.label == selection['chosen'])
   rows = collections.OrderedDict()
+  failed = []
   for setting in settings:
     rows[setting.name] = collections.OrderedDict()
     for method in methods(chosen, setting):
@@ -278,15 +320,20 @@ def run_study(output_dir: str, *, seeds: Sequence[int],
       else:
         selected_path = os.path.join(output_dir, 'selection', setting.name,
                                      chosen.label, results.TUNING_JSON)
-        _run_method(setting, method, base, seeds, tuning_path=tuning_path,
-                    selected_path=selected_path, data_cache=data_cache,
-                    log=log)
+        try:
+          _run_method(setting, method, base, seeds, tuning_path=tuning_path,
+                      selected_path=selected_path, data_cache=data_cache,
+                      log=log, pool=pool)
+        except jobs.RunsFailed as e:  # The other methods still run.
+          failed += e.labels
       rows[setting.name][method.label] = {
           'method': method.describe(),
           'runs': collect(method_dir, method.algorithm, seeds),
           'tuning': (results.read_json(tuning_path)
                      if os.path.exists(tuning_path) else None),
       }
+  if failed:
+    raise jobs.RunsFailed(failed)
   study = {'selection': selection, 'seeds': list(seeds), 'quick': quick,
            'settings': {s.name: {'description': s.description,
                                  'overrides': dict(s.overrides),
