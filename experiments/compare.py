@@ -71,15 +71,22 @@ def check_flags() -> tuple[config_lib.ExperimentConfig, tuple[int, ...]]:
   return config, seeds
 
 
+def comparison_config(base: config_lib.ExperimentConfig,
+                      seeds: tuple[int, ...]):
+  """The checked flags' `ComparisonConfig` (its module needs TensorFlow)."""
+  from tff_hgb.experiment import comparison as comparison_lib  # pylint: disable=g-import-not-at-top
+  return comparison_lib.ComparisonConfig(
+      base=base, algorithms=tuple(FLAGS.algorithms), seeds=seeds,
+      centralized=FLAGS.centralized)
+
+
 def main(checked: tuple[config_lib.ExperimentConfig, tuple[int, ...]]) -> None:
   # The harness needs TensorFlow, loaded once the flags were checked.
   from tff_hgb.experiment import caches  # pylint: disable=g-import-not-at-top
   from tff_hgb.experiment import comparison as comparison_lib  # pylint: disable=g-import-not-at-top
-  base, seeds = checked
   with flags_lib.user_errors_exit():
-    comparison = comparison_lib.ComparisonConfig(
-        base=base, algorithms=tuple(FLAGS.algorithms), seeds=seeds,
-        centralized=FLAGS.centralized)
+    comparison = comparison_config(*checked)
+    base = comparison.base
     # The runtime comes before any data: --runtime=inprocess sets up devices.
     with flags_lib.jobs_pool() as pool:
       # run_comparison checks --output_dir and every algorithm on the data

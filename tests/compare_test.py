@@ -82,7 +82,7 @@ def test_default_preset_fills_flags_not_given():
   flags.FLAGS.unparse_flags()
   try:
     flags.FLAGS(['compare', '--config=default', '--rounds=7'])
-    comparison = compare.comparison_from_flags()
+    comparison = compare.comparison_config(*compare.check_flags())
   finally:
     flags.FLAGS.unparse_flags()
     if was_parsed:
