@@ -5,6 +5,8 @@ choice changes the built model's encoder layers; the flattening 'mlp' encoder
 trains on a spectrogram; the default model is the same as before.
 """
 
+import pathlib
+import re
 import subprocess
 import sys
 
@@ -147,3 +149,15 @@ def test_flattening_mlp_trains_on_a_spectrogram():
   assert 'Flatten' in layers and 'Conv1D' not in layers
   # Chance is 1/3.
   assert result.history[-1]['test/fusion/accuracy'] > 0.8, result.history[-1]
+
+
+def test_readme_encoder_example_runs(capsys):
+  text = (pathlib.Path(binary_utils.REPO) / 'README.md').read_text()
+  section = text.split('## Choosing or bringing encoders', 1)[1].split(
+      '\n## ', 1)[0]
+  assert '--encoder=accel:mlp' in section
+  code = re.search(r'```python\n(.*?)```', section, re.S).group(1)
+  exec(compile(code, 'README.md', 'exec'), {})  # pylint: disable=exec-used
+  printed = capsys.readouterr().out.splitlines()
+  assert printed[0].startswith('accel ') and 'GRU' in printed[0], printed
+  assert printed[1].startswith('gyro ') and 'Flatten' in printed[1], printed
