@@ -5,6 +5,7 @@ choice changes the built model's encoder layers; the flattening 'mlp' encoder
 trains on a spectrogram; the default model is the same as before.
 """
 
+import json
 import pathlib
 import re
 import subprocess
@@ -21,6 +22,7 @@ from tff_hgb import models
 from tff_hgb.data import dataset as dataset_lib
 from tff_hgb.experiment import caches
 from tff_hgb.experiment import config as config_lib
+from tff_hgb.experiment import results
 
 SMALL = dict(feature_dim=6, hidden_units=8, conv_filters=2, seed=0)
 SPECS = [dataset_lib.ModalitySpec('audio', dataset_lib.SPECTROGRAM, (12, 5)),
@@ -161,3 +163,16 @@ def test_readme_encoder_example_runs(capsys):
   printed = capsys.readouterr().out.splitlines()
   assert printed[0].startswith('accel ') and 'GRU' in printed[0], printed
   assert printed[1].startswith('gyro ') and 'Flatten' in printed[1], printed
+
+
+def test_a_run_written_before_encoder_existed_still_resumes(tmp_path):
+  out = tmp_path / 'run'
+  out.mkdir()
+  config = config_lib.ExperimentConfig().replace(output_dir=str(out),
+                                                 resume=True)
+  old = {k: v for k, v in config.to_dict().items() if k != 'encoder'}
+  (out / results.FLAGS_JSON).write_text(json.dumps(old))
+  results.check_output_dir(str(out), config.to_dict(), resume=True)
+  with pytest.raises(config_lib.UsageError, match=r"^--resume: .*encoder="):
+    results.check_output_dir(
+        str(out), config.replace(encoder=['accel:mlp']).to_dict(), resume=True)
