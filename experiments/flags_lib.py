@@ -22,6 +22,7 @@ from absl import flags
 from experiments import startup
 
 from tff_hgb import hgb_config
+from tff_hgb import model_config
 from tff_hgb.data import dataset as dataset_lib
 from tff_hgb.data import datasets
 from tff_hgb.experiment import config as config_lib
@@ -58,6 +59,12 @@ flags.DEFINE_float('fedprox_mu', _DEFAULTS['fedprox_mu'],
                    'FedProx proximal strength μ.')
 flags.DEFINE_float('fedattn_epsilon', _DEFAULTS['fedattn_epsilon'],
                    'FedAttn server step size ε.')
+flags.DEFINE_multi_string(
+    'encoder', _DEFAULTS['encoder'],
+    '<modality>:<kind> (repeatable or comma-separated): that modality\'s '
+    'encoder instead of its kind\'s default; kinds: '
+    f'{", ".join(model_config.ENCODER_KINDS)} (mlp: the vector encoder over '
+    'the flattened input, any modality).')
 flags.DEFINE_float('val_fraction', _DEFAULTS['val_fraction'],
                    "Fraction of each client's data in its local validation "
                    'part (HGB uses it; baselines train on it).')

@@ -91,6 +91,7 @@ def test_every_binary_answers_a_bad_flag_without_tensorflow():
       'experiments.make_tfrecords': ['--manifest=m.csv'],
       'experiments.benchmark': ['--repeats=0'],
       'experiments.worker': ['--port=0'],
+      'experiments.check_encoders': ['--epochs=0'],
   }
   for module, args in cases.items():
     code, stdout, stderr = _run(['-c', probe, module, *args], _env())

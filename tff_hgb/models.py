@@ -119,13 +119,21 @@ def _clip_encoder(x, config: ModelConfig, seed: int):
                                kernel_initializer=_init(seed + 2))(h)
 
 
-_DEFAULT_ENCODERS = {
+def _mlp_encoder(x, config: ModelConfig, seed: int):
+  """The vector encoder over the flattened input (any modality's reference)."""
+  return _vector_encoder(tf.keras.layers.Flatten()(x), config, seed)
+
+
+# Encoder kind (model_config.ENCODER_KINDS) → its builder; a modality's kind
+# names its default encoder.
+_ENCODERS = {
     dataset_lib.VECTOR: _vector_encoder,
     dataset_lib.TIMESERIES: _sequence_encoder,
     dataset_lib.SPECTROGRAM: _sequence_encoder,
     dataset_lib.IMAGE: _image_encoder,
     dataset_lib.FRAMES: _clip_encoder,
     dataset_lib.FLOW: _clip_encoder,
+    model_config.MLP: _mlp_encoder,
 }
 
 
@@ -141,9 +149,12 @@ def build_keras_model(
   Args:
     modalities: the modalities, in order; head order follows it.
     num_classes: classes of every head.
-    config: sizes of the default encoders and the initialisation seed.
+    config: sizes of the default encoders, the initialisation seed and
+      `config.encoders`, (modality, encoder kind) pairs choosing a built-in
+      encoder other than the default of the modality's kind (e.g. 'mlp').
     encoders: optional per-modality encoder functions replacing the default
-      for that modality's kind: `fn(input_tensor, feature_dim, seed)`.
+      for that modality's kind: `fn(input_tensor, feature_dim, seed)` → a
+      [B, feature_dim]-like features tensor (the user's own Keras layers).
 
   Returns:
     A Keras model mapping `keras_inputs(batch)` ({m: [B, *shape]} and
@@ -158,6 +169,13 @@ def build_keras_model(
   if unknown:
     raise ValueError(f'Encoders given for unknown modalities {unknown}; the '
                      f'model has {names}.')
+  model_config.check_encoders(config.encoders, modalities)
+  kinds = {m.name: m.kind for m in modalities}
+  kinds.update(config.encoders)
+  both = sorted(set(encoders) & set(dict(config.encoders)))
+  if both:
+    raise ValueError(f'Modalities {both} have both an encoder function and an '
+                     'encoder kind in config.encoders; give one.')
   inputs = collections.OrderedDict()
   for m in modalities:
     inputs[m.name] = tf.keras.Input(m.shape, name=m.name)
@@ -173,7 +191,7 @@ def build_keras_model(
     if spec.name in encoders:
       encoded = encoders[spec.name](encoder_input, config.feature_dim, seed)
     else:
-      encoded = _DEFAULT_ENCODERS[spec.kind](encoder_input, config, seed)
+      encoded = _ENCODERS[kinds[spec.name]](encoder_input, config, seed)
     encoder = tf.keras.Model(encoder_input, encoded,
                              name=f'{ENCODER_PREFIX}{spec.name}')
     features = encoder(inputs[spec.name])

@@ -16,6 +16,7 @@ from tff_hgb import aggregation
 from tff_hgb import algorithms
 from tff_hgb import hgb
 from tff_hgb import hgb_config
+from tff_hgb import model_config
 from tff_hgb import models
 from tff_hgb.data import client_data as client_data_lib
 
@@ -114,12 +115,19 @@ def build_algorithm(name: str, federated_data,
   if not algorithms.is_known(name, modality_names):
     raise ValueError(f'Unknown algorithm {name!r}; expected one of '
                      f'{algorithms.describe_names(modality_names)}.')
+  model_config.check_encoders(config.model.encoders,
+                              federated_data.modalities)
   if name.startswith(algorithms.UNI_PREFIX):
     federated_data = federated_data.uni_modal(
         name[len(algorithms.UNI_PREFIX):])
   modalities = list(federated_data.modalities)
   num_classes = federated_data.num_classes
   index = {cid: i for i, cid in enumerate(federated_data.client_ids)}
+  # A uni-modal model keeps its own modality's encoder choice only.
+  config = dataclasses.replace(config, model=dataclasses.replace(
+      config.model, encoders=tuple(
+          (m, kind) for m, kind in config.model.encoders
+          if m in {spec.name for spec in modalities})))
 
   def keras_model_fn():
     return models.build_keras_model(modalities, num_classes,

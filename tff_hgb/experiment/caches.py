@@ -15,6 +15,7 @@ from typing import Mapping
 import numpy as np
 
 from tff_hgb import algorithms
+from tff_hgb import model_config
 from tff_hgb.algorithms import registry
 from tff_hgb.data import client_data as client_data_lib
 from tff_hgb.data import dataset as dataset_lib
@@ -156,12 +157,18 @@ def _hold_out_shared_validation(train_pool: dataset_lib.MultiModalDataset,
 
 def check_algorithm(config: config_lib.ExperimentConfig,
                     data: ExperimentData) -> None:
-  """uni:<m> can only be checked once the data's modalities are known."""
+  """uni:<m> and --encoder are checked once the data's modalities are known."""
   name = config.algorithm.name
   if not algorithms.is_known(name, data.modality_names):
     raise config_lib.UsageError(
         'algorithm', f'unknown algorithm {name!r} for {config.data.dataset}; '
         f'expected one of {algorithms.describe_names(data.modality_names)}.')
+  try:
+    model_config.check_encoders(config.algorithm.encoder,
+                                data.train_pool.modalities)
+  except ValueError as e:
+    raise config_lib.UsageError('encoder', f'{config.data.dataset}: {e}'
+                                ) from None
 
 
 # ---------------------------------------------------------------------------

@@ -203,8 +203,16 @@ class AlgorithmSettings:
   fedattn_epsilon: float = _CORE_DEFAULTS.fedattn_epsilon
   hgb: tuple[tuple[str, Any], ...] = ()
   options: tuple[tuple[str, Any], ...] = ()
+  # (modality, encoder kind) pairs (--encoder=m:kind; ModelConfig.encoders);
+  # given as 'm:kind' strings or pairs, kept as sorted pairs.
+  encoder: model_config.EncoderChoices = ()
 
   def __post_init__(self):
+    try:
+      object.__setattr__(self, 'encoder',
+                         model_config.parse_encoders(self.encoder))
+    except ValueError as e:
+      raise UsageError('encoder', str(e)) from None
     _require(bool(self.name) and algorithms.is_known(self.name), 'algorithm',
              f'unknown algorithm {self.name!r}; expected one of '
              f'{algorithms.describe_names()}.')
@@ -261,7 +269,7 @@ class AlgorithmSettings:
         local_epochs=self.local_epochs,
         batch_size=self.batch_size,
         seed=seed,
-        model=model_config.ModelConfig(seed=seed),
+        model=model_config.ModelConfig(seed=seed, encoders=self.encoder),
         fedprox_mu=self.fedprox_mu,
         fedattn_epsilon=self.fedattn_epsilon,
         hgb_overrides=tuple(sorted(self.hgb)),
@@ -319,7 +327,8 @@ for _part, _names in (
     ('run', ('clients_per_round', 'rounds')),
     ('algorithm', ('local_epochs', 'batch_size', 'client_learning_rate',
                    'server_learning_rate', 'client_momentum', 'fedprox_mu',
-                   'fedattn_epsilon', 'hgb', 'algorithm_options')),
+                   'fedattn_epsilon', 'hgb', 'algorithm_options',
+                   'encoder')),
     ('data', ('val_fraction', 'min_val_examples', 'shared_validation_fraction',
               'test_fraction', 'data_seed')),
     ('run', ('seed', 'target_accuracy', 'eval_every', 'checkpoint_every',
@@ -356,11 +365,16 @@ class ExperimentConfig:
     return self.algorithm.algorithm_config(seed=self.run.seed)
 
   def to_dict(self) -> dict[str, Any]:
-    """The flat form: {flag name: value}, hgb/algorithm_options as dicts."""
+    """The flat form: {flag name: value}, hgb/algorithm_options as dicts,
+    encoder as a list of 'm:kind'."""
     values = {}
     for name, (part, field) in _FLAT.items():
       value = getattr(getattr(self, part), field)
-      values[name] = dict(value) if name in _PAIRS else value
+      if name in _PAIRS:
+        value = dict(value)
+      elif name == 'encoder':
+        value = model_config.format_encoders(value)
+      values[name] = value
     return values
 
   @classmethod

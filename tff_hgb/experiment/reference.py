@@ -41,7 +41,10 @@ def best_unimodal(config: config_lib.ExperimentConfig,
   for name in train_pool.modality_names:
     outcome = centralized.train_centralized(
         fit.with_modalities([name]), holdout.with_modalities([name]),
-        model_config=models.ModelConfig(seed=config.data.data_seed),
+        model_config=models.ModelConfig(
+            seed=config.data.data_seed, encoders=tuple(
+                (m, kind) for m, kind in config.algorithm.encoder
+                if m == name)),
         epochs=epochs, batch_size=config.algorithm.batch_size,
         learning_rate=config.algorithm.client_learning_rate,
         seed=config.data.data_seed,
@@ -62,7 +65,8 @@ def _centralized_run(train_pool, test, config, seed,
   """One centralized training; the summary dict stored per seed."""
   started = time.perf_counter()
   outcome = centralized.train_centralized(
-      train_pool, test, model_config=models.ModelConfig(seed=seed),
+      train_pool, test, model_config=models.ModelConfig(
+          seed=seed, encoders=config.algorithm.encoder),
       epochs=epochs, batch_size=config.algorithm.batch_size,
       learning_rate=learning_rate, seed=seed, eval_every=config.run.eval_every)
   history = list(outcome.history or [])
