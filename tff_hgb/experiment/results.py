@@ -379,12 +379,9 @@ def check_output_dir(output_dir: str, flags: Mapping[str, Any], *,
     stored = read_json(path)
   except ValueError:
     raise config_lib.UsageError('resume', f'{path} is unreadable.') from None
+  current = clean_for_json(dict(flags))
   # A field added since the run was written (e.g. --encoder) ran at its
   # default, so an old directory still resumes.
-  defaults = clean_for_json(config_lib.ExperimentConfig().to_dict())
-  stored = {**{k: v for k, v in defaults.items() if k in flags}, **stored}
-  current = clean_for_json(dict(flags))
-  # A config field added after the run was recorded counts as its default.
   defaults = clean_for_json(config_lib.ExperimentConfig().to_dict())
   stored = {**{k: v for k, v in defaults.items() if k in current}, **stored}
   differ = sorted(k for k in set(stored) | set(current)
