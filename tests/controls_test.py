@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 from tff_hgb import algorithms
+from tff_hgb.algorithms import registry
 from tff_hgb import models
 from tff_hgb.data import client_data
 from tff_hgb.data import dataset
@@ -92,7 +93,7 @@ def test_fedavg_tk_is_fedavg_on_the_training_parts(federated):
   training_parts = [
       federated.train_dataset(
           cid, batch_size=CONFIG.batch_size, local_epochs=CONFIG.local_epochs,
-          shuffle_seed=algorithms._shuffle_seed(CONFIG, i, 0))  # pylint: disable=protected-access
+          shuffle_seed=registry._shuffle_seed(CONFIG, i, 0))  # pylint: disable=protected-access
       for i, cid in enumerate(federated.client_ids)]
   expected = full.process.next(state, training_parts)
   got = tk.process.next(tk.process.initialize(),
