@@ -16,6 +16,7 @@ SCRIPTS = {
     'tff-hgb-benchmark': 'experiments.benchmark',
     'tff-hgb-describe-data': 'experiments.describe_data',
     'tff-hgb-make-tfrecords': 'experiments.make_tfrecords',
+    'tff-hgb-check-encoders': 'experiments.check_encoders',
     'tff-hgb-worker': 'experiments.worker',
 }
 # Binaries for the repository's own upkeep (run from a checkout by make), not
@@ -58,6 +59,10 @@ def describe_data() -> None:
 
 def make_tfrecords() -> None:
   _run('tff-hgb-make-tfrecords')
+
+
+def check_encoders() -> None:
+  _run('tff-hgb-check-encoders')
 
 
 def worker() -> None:

@@ -76,7 +76,7 @@ def test_compare_with_a_shared_validation_set_loads_its_data_once(tmp_path,
   # The audit's control: the shared set is held out of the pool the clients
   # are partitioned from, within the one load and partition of the run.
   out = str(tmp_path / 'shared')
-  _run_main(compare.main, ['compare', '--algorithms=fedavg_tk,c_gb',
+  _run_main(compare, ['compare', '--algorithms=fedavg_tk,c_gb',
                            '--seeds=1', '--shared_validation_fraction=0.25',
                            '--validation_source=shared', '--full_probe',
                            *SMALL, f'--output_dir={out}'])
