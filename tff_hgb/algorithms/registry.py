@@ -18,7 +18,6 @@ from tff_hgb import hgb
 from tff_hgb import hgb_config
 from tff_hgb import model_config
 from tff_hgb import models
-from tff_hgb.data import client_data as client_data_lib
 
 # The local loop of every baseline. TFF's default (DATASET_REDUCE) has the TF
 # runtime instantiate and Grappler-optimise the reduce function on every
