@@ -10,8 +10,9 @@ Public API (imported on first use, so that `tff_hgb.data` alone stays light):
   evaluation, centralized, runtime, ogr, losses, aggregation
 """
 
-import importlib
 import importlib.util
+
+from tff_hgb import lazy
 
 # The one place the version is written: pyproject.toml reads it from here.
 __version__ = '0.1.0'
@@ -41,12 +42,7 @@ _MODULES = ('aggregation', 'algorithms', 'centralized', 'client_work', 'data',
             'evaluation', 'export', 'hgb', 'losses', 'models', 'ogr', 'runtime')
 
 
-def __getattr__(name):
-  if name in _SYMBOLS:
-    return getattr(importlib.import_module(_SYMBOLS[name]), name)
-  if name in _MODULES:
-    return importlib.import_module(f'tff_hgb.{name}')
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+__getattr__ = lazy.module_getattr(__name__, _SYMBOLS, _MODULES)
 
 
 __all__ = sorted(list(_SYMBOLS) + list(_MODULES))

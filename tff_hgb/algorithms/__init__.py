@@ -28,10 +28,10 @@ processes (`build_algorithm`, `Algorithm`, also reachable from here).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from typing import Any, Optional
 
 from tff_hgb import hgb_config
+from tff_hgb import lazy
 from tff_hgb import model_config
 from tff_hgb.data import partition as partition_lib
 
@@ -133,8 +133,5 @@ def hgb_hparams_fields() -> list[str]:
 _REGISTRY_SYMBOLS = ('Algorithm', 'BASELINE_LOOP', 'build_algorithm')
 
 
-def __getattr__(name):
-  if name in _REGISTRY_SYMBOLS:
-    registry = importlib.import_module('tff_hgb.algorithms.registry')
-    return getattr(registry, name)
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+__getattr__ = lazy.module_getattr(
+    __name__, {name: 'tff_hgb.algorithms.registry' for name in _REGISTRY_SYMBOLS})

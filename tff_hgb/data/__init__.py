@@ -7,8 +7,7 @@
   write_tfrecords / load_tfrecords   a user's own media (media.py)
 """
 
-import importlib
-
+from tff_hgb import lazy
 from tff_hgb.data.dataset import DataError
 from tff_hgb.data.dataset import element_spec
 from tff_hgb.data.dataset import KIND_BY_RANK
@@ -44,7 +43,4 @@ _LAZY_SYMBOLS = {
 }
 
 
-def __getattr__(name):
-  if name in _LAZY_SYMBOLS:
-    return getattr(importlib.import_module(_LAZY_SYMBOLS[name]), name)
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+__getattr__ = lazy.module_getattr(__name__, _LAZY_SYMBOLS)

@@ -4,7 +4,7 @@ The names below load on first use (PEP 562): most need TensorFlow or TFF, and
 the binaries check their runtime flags (`options`) before loading either.
 """
 
-import importlib
+from tff_hgb import lazy
 
 _SYMBOLS = {
     'configure_runtime': 'tff_hgb.runtime.configure',
@@ -22,10 +22,7 @@ _SYMBOLS = {
 }
 
 
-def __getattr__(name):
-  if name in _SYMBOLS:
-    return getattr(importlib.import_module(_SYMBOLS[name]), name)
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+__getattr__ = lazy.module_getattr(__name__, _SYMBOLS)
 
 
 __all__ = sorted(_SYMBOLS)
