@@ -194,28 +194,20 @@ class _Comparison:
         config, tuning_path=os.path.join(self.output_dir, run_slug(name),
                                          results.TUNING_JSON),
         data_cache=self.data_cache, resume=self.resume)
-    missing = tuning_run.missing()
 
     def tuned(record):
       scheduler.log(
-          f'{name}: tuned {record["chosen"]} (validation scores ' +
+          f'{name}: tuned {record["chosen"]} (validation scores, mean over '
+          f'{len(record["seeds"])} seed(s): ' +
           ', '.join(f'{c["values"]}: {c["score"]:.3f}'
-                    for c in record['candidates']) + ')')
+                    for c in record['candidates']) + ')' +
+          (f'; grid extension bound hit for {record["extension_bound_hit"]}'
+           if record['extension_bound_hit'] else ''))
       self.records[index] = record
       self._submit_seeds(scheduler, index, config)
 
-    def add(entry):
-      tuning_run.add(entry)
-      if not tuning_run.missing():
-        tuned(tuning_run.finish())
-
-    if not missing:
-      tuned(tuning_run.finish())
-    for position, values in enumerate(missing):
-      label = ','.join(f'{k}={v:g}' for k, v in values.items())
-      scheduler.submit(jobs.Task((index, 0, position), f'tune {name} {label}',
-                                 tuning.candidate_task, (config, values)),
-                       then=add)
+    tuning.submit(scheduler, tuning_run, key=(index, 0), label=name,
+                  then=tuned)
 
   def _submit_seeds(self, scheduler: jobs.Scheduler, index: int,
                     config: config_lib.ExperimentConfig) -> None:
