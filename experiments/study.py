@@ -66,6 +66,9 @@ def check_flags():
             s.name for s in plan.settings if s.selection) + ').')
   flags_lib.check_runtime_flags()
   flags_lib.check_jobs_flags()
+  if FLAGS.estimate:  # Before TensorFlow's import: an answer in a second.
+    print_estimate(plan, settings, seeds)
+    raise SystemExit(0)
   return plan, settings, seeds
 
 
@@ -86,9 +89,6 @@ def print_estimate(plan, settings, seeds) -> None:
 
 def main(checked) -> None:
   plan, settings, seeds = checked
-  if FLAGS.estimate:
-    print_estimate(plan, settings, seeds)
-    return
   # The study needs TensorFlow, loaded once the flags were checked.
   from tff_hgb.experiment import study  # pylint: disable=g-import-not-at-top
   output_dir = FLAGS.output_dir

@@ -128,7 +128,17 @@ def test_report_only_needs_the_selection(tmp_path):
     (['--settings=nowhere'], '--settings'),
     (['--settings=synthetic_mixed_b_e5'], '--settings'),
     (['--study_seeds=1'], '--study_seeds'),
+    (['--plan=v1', '--settings=synthetic_mixed_b_e5'], '--settings'),
 ])
+def test_estimate_prints_runs_and_hours_without_tensorflow():
+  code, stdout, stderr = binary_utils.run_binary(
+      'experiments.study', ['--estimate', '--jobs=2',
+                            '--settings=htad_mixed_b_e1'])
+  assert code == 0, stderr[-2000:]
+  assert 'htad_mixed_b_e1: 10 methods, ' in stdout
+  assert 'total: ' in stdout and 'with --jobs=2' in stdout
+
+
 def test_bad_flags_name_the_flag(tmp_path, args, flag):
   code, stdout, stderr = binary_utils.run_binary(
       'experiments.study', args + [f'--output_dir={tmp_path / "s"}'])
@@ -167,7 +177,7 @@ def test_v2_quick_study_reports_power_and_regenerates_from_outputs(tmp_path):
       accuracy = [r['test/fusion/accuracy'] for r in metrics]
       primary[label].append(np.mean(accuracy[-reports.LAST_ROUNDS:]))
   diffs = np.subtract(primary['hgb'], primary['fedavg'])
-  half = 12.706 * np.std(diffs, ddof=1) / np.sqrt(2)  # t(0.975, 1).
+  half = 12.7062047 * np.std(diffs, ddof=1) / np.sqrt(2)  # t(0.975, 1).
   assert (f'{100 * diffs.mean():+.2f} [{100 * (diffs.mean() - half):+.2f}, '
           f'{100 * (diffs.mean() + half):+.2f}]') in markdown
   # The report again from the directory alone (nothing of the run in memory).

@@ -276,6 +276,9 @@ def plan_methods(plan: StudyPlan, setting: Setting) -> list[Method]:
 # `python -m experiments.study --plan=v2 --measure_speed` (see
 # measure_speed there): fedavg, its rounds at its eval_every, 1 seed.
 MEASURED_RUN_SECONDS: dict[str, float] = {}
+# A method's run time relative to fedavg's (measured on htad Mixed-B the same
+# way); methods not listed cost as much as fedavg.
+MEASURED_METHOD_FACTOR: dict[str, float] = {}
 # What --jobs=2 gains on 2 cores (docs/BENCHMARKS.md: ~1.6-1.8x).
 JOBS_SPEEDUP = {1: 1.0, 2: 1.6}
 # Each extension step adds one value × the tuning seeds; expected steps per
@@ -299,12 +302,15 @@ def estimate(plan: StudyPlan, *, seeds: int, jobs: int,
     grid = len(o['tune'].partition(':')[2].split(',')) if o.get('tune') else 0
     tune_seeds = o.get('tune_seeds', 1)
     tuning_runs = tune_seeds * (grid + EXPECTED_EXTENSIONS) if grid else 0
-    methods = len(plan_methods(plan, setting)) if plan.methods else 7
+    labels = ([m.algorithm for m in plan_methods(plan, setting)]
+              if plan.methods else ['fedavg'] * 7)
+    methods = len(labels)
+    cost = sum(MEASURED_METHOD_FACTOR.get(a, 1.0) for a in labels)
     per_run = run_seconds.get(setting.name)
     fraction = o.get('tune_rounds', o['rounds']) / o['rounds']
     runs = methods * (seeds + math.ceil(tuning_runs))
     seconds = (None if per_run is None else
-               methods * per_run * (seeds + tuning_runs * fraction))
+               cost * per_run * (seeds + tuning_runs * fraction))
     rows.append({'setting': setting.name, 'methods': methods, 'runs': runs,
                  'seconds': seconds})
     total_runs += runs
