@@ -228,26 +228,21 @@ def collect(method_dir: str, algorithm: str, seeds: Sequence[int]
   return runs
 
 
-def _run_method(setting: Setting, method: Method,
-                base: config_lib.ExperimentConfig, seeds: Sequence[int], *,
-                tuning_path: str, selected_path: str,
-                data_cache: caches.DataCache,
-                log: Callable[[str], None],
-                pool: Optional[jobs.Pool]) -> None:
+def _prepare_method(setting: Setting, method: Method,
+                    base: config_lib.ExperimentConfig, seeds: Sequence[int], *,
+                    tuning_path: str, selected_path: str
+                    ) -> tuple[comparison_lib.ComparisonConfig, str]:
   """One setting × method: a resumable comparison in base's output_dir."""
-  if (method.label == 'hgb' and base.run.tune and
+  if (method.label == 'hgb' and base.run.tune and selected_path and
       os.path.exists(selected_path) and not os.path.exists(tuning_path)):
     # The chosen candidate was tuned on this setting already (same
     # configuration, grid, rounds and seed): reuse rather than redo.
     os.makedirs(os.path.dirname(tuning_path), exist_ok=True)
     results.atomic_write_json(tuning_path, results.read_json(selected_path))
-  log(f'== {setting.name} / {method.label}')
   comparison = comparison_lib.ComparisonConfig(
       base=base, algorithms=(method.algorithm,), seeds=tuple(seeds),
       title=f'{setting.name} / {method.label}')
-  comparison_lib.run_comparison(comparison, output_dir=base.run.output_dir,
-                                resume=True, data_cache=data_cache, log=log,
-                                pool=pool)
+  return comparison, base.run.output_dir
 
 
 def run_study(output_dir: str, *, seeds: Sequence[int],
@@ -341,35 +336,46 @@ def _selection(output_dir, plan, *, settings, candidates, quick, report_only,
 
 def _run_rows(output_dir, plan, settings, chosen, *, seeds, method_labels,
               quick, report_only, data_cache, log, pool):
-  """Runs (or, report_only, reads) every setting × method: (rows, failed)."""
+  """Runs (or, report_only, reads) every setting × method: (rows, failed).
+
+  The methods of a setting share one queue of runs (run_comparisons), so the
+  workers stay busy from its first tuning run to its last seed.
+  """
   rows = collections.OrderedDict()
   failed = []
   for setting in settings:
-    rows[setting.name] = collections.OrderedDict()
     setting_methods = (presets.plan_methods(plan, setting) if plan.methods
                        else methods(chosen, setting))
+    setting_methods = [m for m in setting_methods if method_labels is None or
+                       m.label in method_labels]
+    paths, items = {}, []
     for method in setting_methods:
-      if method_labels is not None and method.label not in method_labels:
-        continue
       method_dir = os.path.join(output_dir, setting.name, method.label)
       base = setting_config(setting, method, output_dir=method_dir,
                             quick=quick)
-      tuning_path = os.path.join(method_dir,
-                                 comparison_lib.run_slug(method.algorithm),
-                                 results.TUNING_JSON)
-      if report_only:
-        if not os.path.isdir(method_dir):
-          continue
-      else:
+      paths[method.label] = (method_dir, os.path.join(
+          method_dir, comparison_lib.run_slug(method.algorithm),
+          results.TUNING_JSON))
+      if not report_only:
         selected_path = (os.path.join(output_dir, 'selection', setting.name,
                                       chosen.label, results.TUNING_JSON)
                          if chosen else '')
-        try:
-          _run_method(setting, method, base, seeds, tuning_path=tuning_path,
-                      selected_path=selected_path, data_cache=data_cache,
-                      log=log, pool=pool)
-        except jobs.RunsFailed as e:  # The other methods still run.
-          failed += e.labels
+        items.append(_prepare_method(
+            setting, method, base, seeds, tuning_path=paths[method.label][1],
+            selected_path=selected_path))
+    if items:
+      log(f'== {setting.name}: ' + ', '.join(m.label for m in setting_methods))
+      try:
+        comparison_lib.run_comparisons(items, resume=True,
+                                       data_cache=data_cache, log=log,
+                                       pool=pool)
+      except jobs.RunsFailed as e:  # The other settings still run.
+        failed += e.labels
+    rows[setting.name] = collections.OrderedDict()
+    for method in setting_methods:
+      method_dir, tuning_path = paths[method.label]
+      if report_only and not os.path.isdir(method_dir):
+        continue
       rows[setting.name][method.label] = {
           'method': method.describe(),
           'runs': collect(method_dir, method.algorithm, seeds),
