@@ -34,6 +34,11 @@ flags.DEFINE_bool('quick', False, 'A tiny study that shows the machinery.')
 flags.DEFINE_bool('report_only', False,
                   'Run nothing: write STUDY_PARTIAL.md from what --output_dir '
                   'holds so far (e.g. while the study runs).')
+flags.DEFINE_list('measure_speed', None,
+                  'Time one final run (seed 0) of each of these methods on '
+                  'each --settings, one after another in this process, into '
+                  '--output_dir; prints the seconds for presets.'
+                  'MEASURED_RUN_SECONDS and MEASURED_METHOD_FACTOR.')
 flags.DEFINE_bool('estimate', False,
                   'Print the number of runs and the wall time the plan takes '
                   'at the measured speeds with --jobs, and exit.')
@@ -87,8 +92,34 @@ def print_estimate(plan, settings, seeds) -> None:
             if outcome['unmeasured'] else ''))
 
 
+def measure_speed(settings, algorithms, output_dir) -> None:
+  """Seconds of one final run per setting × algorithm (data loaded first)."""
+  import os  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  from tff_hgb.experiment import caches  # pylint: disable=g-import-not-at-top
+  from tff_hgb.experiment import run  # pylint: disable=g-import-not-at-top
+  from tff_hgb.experiment import study  # pylint: disable=g-import-not-at-top
+  flags_lib.start_runtime()
+  data_cache = caches.DataCache()
+  for setting in settings:
+    for algorithm in algorithms:
+      config = study.setting_config(
+          setting, presets.Method(algorithm, algorithm),
+          output_dir=os.path.join(output_dir, setting.name, algorithm))
+      config = config.replace(tune='', resume=False, progress=False)
+      data_cache.get(config)
+      started = time.perf_counter()
+      run.run_experiment(config, data_cache=data_cache)
+      print(f'{setting.name} {algorithm} '
+            f'{time.perf_counter() - started:.1f} s', flush=True)
+
+
 def main(checked) -> None:
   plan, settings, seeds = checked
+  if FLAGS.measure_speed:
+    with flags_lib.user_errors_exit():
+      measure_speed(settings, FLAGS.measure_speed, FLAGS.output_dir)
+    return
   # The study needs TensorFlow, loaded once the flags were checked.
   from tff_hgb.experiment import study  # pylint: disable=g-import-not-at-top
   output_dir = FLAGS.output_dir

@@ -111,10 +111,14 @@ def test_quick_study_selects_runs_reports_and_resumes(tmp_path):
   mtime = os.path.getmtime(summary)
   again = study.run_study(out, **kwargs)
   assert os.path.getmtime(summary) == mtime
-  assert again['markdown'] == outcome['markdown']
+  # The same report, but for the wall time: a second sitting of the runner.
+  without_time = lambda text: [line for line in text.splitlines()
+                               if not line.startswith('Wall time')]
+  assert without_time(again['markdown']) == without_time(outcome['markdown'])
+  assert again['timing']['sittings'] == 2
   # A report of a finished study's directory says the same.
   partial = study.run_study(out, **kwargs, report_only=True)
-  assert partial['markdown'] == outcome['markdown']
+  assert partial['markdown'] == again['markdown']
   assert os.path.exists(os.path.join(out, 'STUDY_PARTIAL.md'))
 
 
@@ -124,12 +128,6 @@ def test_report_only_needs_the_selection(tmp_path):
                     log=lambda _: None)
 
 
-@pytest.mark.parametrize('args,flag', [
-    (['--settings=nowhere'], '--settings'),
-    (['--settings=synthetic_mixed_b_e5'], '--settings'),
-    (['--study_seeds=1'], '--study_seeds'),
-    (['--plan=v1', '--settings=synthetic_mixed_b_e5'], '--settings'),
-])
 def test_estimate_prints_runs_and_hours_without_tensorflow():
   code, stdout, stderr = binary_utils.run_binary(
       'experiments.study', ['--estimate', '--jobs=2',
@@ -139,6 +137,12 @@ def test_estimate_prints_runs_and_hours_without_tensorflow():
   assert 'total: ' in stdout and 'with --jobs=2' in stdout
 
 
+@pytest.mark.parametrize('args,flag', [
+    (['--settings=nowhere'], '--settings'),
+    (['--settings=synthetic_mixed_b_e5'], '--settings'),
+    (['--study_seeds=1'], '--study_seeds'),
+    (['--plan=v1', '--settings=synthetic_mixed_b_e5'], '--settings'),
+])
 def test_bad_flags_name_the_flag(tmp_path, args, flag):
   code, stdout, stderr = binary_utils.run_binary(
       'experiments.study', args + [f'--output_dir={tmp_path / "s"}'])
@@ -148,6 +152,70 @@ def test_bad_flags_name_the_flag(tmp_path, args, flag):
   assert 'Traceback' not in stderr
 
 
+def _write_run(run_dir, seed, curve, mechanism):
+  """A finished run's files as the harness writes them (no training)."""
+  os.makedirs(run_dir)
+  columns = ['round', 'seconds', 'test/fusion/accuracy'] + sorted(mechanism)
+  lines = [','.join(columns)]
+  for number, accuracy in enumerate(curve, 1):
+    lines.append(','.join([str(number), '0.5', repr(accuracy)] +
+                          [repr(mechanism[c]) for c in sorted(mechanism)]))
+  with open(os.path.join(run_dir, results.METRICS_CSV), 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+  results.atomic_write_json(os.path.join(run_dir, results.SUMMARY_JSON), {
+      'seed': seed, 'final_accuracy': curve[-1], 'best_accuracy': max(curve),
+      'rounds_to_target': next((i + 1 for i, a in enumerate(curve)
+                                if a >= 0.7), None)})
+
+
+def test_v2_report_regenerates_from_run_files_alone(tmp_path):
+  from tff_hgb.experiment import presets  # pylint: disable=g-import-not-at-top
+  plan = presets.STUDY_PLANS['v2']
+  setting = plan.settings[0]
+  out = str(tmp_path / 'v2')
+  rng = np.random.default_rng(0)
+  primary = {}
+  for label, level in (('fedavg', 0.80), ('fedavg_all_heads', 0.82),
+                       ('mmpareto', 0.84), ('hgb', 0.78)):
+    primary[label] = []
+    for seed in range(10):
+      # 8 rounds: only the last 5 count; the first 3 are far off.
+      curve = [0.1, 0.2, 0.3] + list(level + rng.normal(0, 0.03, 5))
+      primary[label].append(np.mean(curve[-5:]))
+      mechanism = ({'mmpareto/conflict_fraction/audio': 0.25,
+                    'mmpareto/conflict_fraction/accel': 0.35}
+                   if label == 'mmpareto' else
+                   {'z/fusion': 0.5, 'z/audio': 0.25, 'z/accel': 0.25,
+                    'client_weight/effective_clients': 9.0}
+                   if label == 'hgb' else {})
+      _write_run(os.path.join(out, setting.name, label, label,
+                              f'seed_{seed}'), seed, curve, mechanism)
+  outcome = study.run_study(out, seeds=list(range(10)), plan=plan,
+                            settings=[setting], report_only=True,
+                            log=lambda _: None)
+  markdown = outcome['markdown']
+  assert outcome['timing']['runs'] == 40
+  assert outcome['timing']['run_seconds'] == pytest.approx(40 * 8 * 0.5)
+  # Each paired interval, recomputed here from the curves by the textbook
+  # formula with t(0.975, 9) = 2.262 from a printed table.
+  for label, other in (('hgb', 'fedavg'), ('mmpareto', 'fedavg_all_heads')):
+    diffs = np.subtract(primary[label], primary[other])
+    half = 2.262 * np.std(diffs, ddof=1) / np.sqrt(10)
+    vs = outcome['intervals'][setting.name][label]['vs'][
+        'fedavg' if other == 'fedavg' else 'fedavg_all_heads']['primary']
+    assert vs['mean'] == pytest.approx(diffs.mean())
+    assert vs['half'] == pytest.approx(half, rel=2e-4)
+    assert f'{100 * diffs.mean():+.2f} [' in markdown
+  best = max(primary, key=lambda k: np.mean(primary[k]))
+  assert best == 'mmpareto' and f'− best ({best})' in markdown
+  assert outcome['intervals'][setting.name]['mmpareto']['vs']['best'][
+      'against'] == 'fedavg_all_heads'  # The best is paired with the next.
+  assert '| 0.30 |' in markdown  # MMPareto's mean conflict fraction.
+  assert 'accel 0.25, audio 0.25, fusion 0.50' in markdown  # hgb's z split.
+  assert '## Overview' in markdown
+
+
+@pytest.mark.slow
 def test_v2_quick_study_reports_power_and_regenerates_from_outputs(tmp_path):
   from tff_hgb.experiment import presets  # pylint: disable=g-import-not-at-top
   from tff_hgb.experiment import reports  # pylint: disable=g-import-not-at-top

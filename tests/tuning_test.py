@@ -107,7 +107,8 @@ def test_an_edge_choice_extends_the_grid_until_interior_or_the_bound(
 def test_extend_value_steps_by_the_outer_ratio_or_difference():
   assert tuning.extend_value([0.1, 0.2, 0.4], up=True) == 0.8
   assert tuning.extend_value([0.1, 0.2, 0.4], up=False) == 0.05
-  assert tuning.extend_value([0.3, 0.1, 1.0], up=True) == pytest.approx(10 / 3)
+  assert tuning.extend_value([0.3, 0.1, 1.0], up=True) == pytest.approx(
+      10 / 3, rel=1e-5)
   assert tuning.extend_value([2, 4], up=True) == 8
   assert tuning.extend_value([0.0, 0.5], up=False) == -0.5
   assert tuning.extend_value([1, 2], up=False) == 0

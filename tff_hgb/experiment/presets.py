@@ -271,10 +271,11 @@ def plan_methods(plan: StudyPlan, setting: Setting) -> list[Method]:
 # The study's size: runs and wall time at measured speeds.
 # ---------------------------------------------------------------------------
 
-# Seconds per run (one process, the in-process runtime, this 2-core machine
-# with another job on it) of a final run of the setting: measured with
-# `python -m experiments.study --plan=v2 --measure_speed` (see
-# measure_speed there): fedavg, its rounds at its eval_every, 1 seed.
+# Seconds of one final fedavg run of each setting (its rounds at its
+# eval_every, seed 0, one process, the in-process runtime), measured on this
+# 2-core machine with `python -m experiments.study --plan=v2
+# --measure_speed=fedavg,mmpareto,hgb --output_dir=/tmp/speed` (load noted
+# beside the figures).
 MEASURED_RUN_SECONDS: dict[str, float] = {}
 # A method's run time relative to fedavg's (measured on htad Mixed-B the same
 # way); methods not listed cost as much as fedavg.
