@@ -299,6 +299,10 @@ def study_markdown(study: Mapping[str, Any]) -> str:
   lines = [f'# {study.get("title", "Study results")}', '',
            'Every number below is computed from the run directories beside '
            'this file (regenerate with `--report_only`).', '']
+  if study.get('quick'):
+    lines += ['**Quick**: a few rounds, 4 clients, 2 learning rates, 2 tuning '
+              'seeds (the machinery, not results); the settings below list '
+              'the full study\'s overrides.', '']
   lines += _time_lines(study)
   tables, sections = {}, []
   for name, rows in study['rows'].items():
