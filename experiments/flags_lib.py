@@ -108,6 +108,15 @@ flags.DEFINE_string('tune', '',
                     'the training pool, then train at it.')
 flags.DEFINE_integer('tune_rounds', _DEFAULTS['tune_rounds'],
                      'Rounds of each tuning run; 0 = --rounds.')
+flags.DEFINE_integer('tune_seeds', _DEFAULTS['tune_seeds'],
+                     'Seeds each tuning value is trained on (--seed, --seed '
+                     '+ 1, ...); a value scores the mean over them of its '
+                     'validation accuracy over the last rounds, so a value '
+                     'that collapses on one seed loses.')
+flags.DEFINE_integer('tune_extensions', _DEFAULTS['tune_extensions'],
+                     'When the best value lies on its grid\'s edge, extend '
+                     'the grid by one step (same ratio) that way, at most '
+                     'this many times per field; 0 = never.')
 flags.DEFINE_float('tune_val_fraction', _DEFAULTS['tune_val_fraction'],
                    'Fraction of the training pool held out for tuning.')
 flags.DEFINE_bool('progress', True, 'Show a progress bar (stderr).')

@@ -98,6 +98,11 @@ def test_default_preset_fills_flags_not_given():
   assert comparison.seeds == (0, 1, 2)
   assert config_lib.parse_tune(comparison.base.run.tune)[0][0] == (
       'client_learning_rate')
+  # Tuned the robust way (tff_hgb.experiment.tuning), with the method the
+  # study's evidence favours among the rows.
+  assert comparison.base.run.tune_seeds >= 3
+  assert comparison.base.run.tune_extensions >= 1
+  assert 'mmpareto' in comparison.algorithms
   comparison_lib.validate_comparison(comparison)
 
 

@@ -25,6 +25,8 @@ whose reader is imported lazily inside its loader; see PLATFORM.md):
                 images; the two modalities are the top and bottom halves
                 (`top` rows 0-3, `bottom` rows 4-7, images [4, 8, 1]).
   synthetic     SYNTHETIC data (tff_hgb.data.synthetic), preset paper_regime.
+  synthetic4    SYNTHETIC data, preset four_modalities (the paper regime's two
+                modalities and two mid-sized ones).
   npz:<path>    a user's .npz (see `load_npz`).
   tfrecord:<path>  TFRecords written by experiments/make_tfrecords.py.
 """
@@ -437,6 +439,13 @@ def _load_synthetic(preset: str = synthetic.DEFAULT_PRESET, data_seed: int = 0,
       **{k: v for k, v in overrides.items() if v is not None}), None
 
 
+def _load_synthetic4(data_seed: int = 0, num_examples: Optional[int] = None,
+                     num_subjects: Optional[int] = None):
+  """SYNTHETIC data with four modalities (preset four_modalities)."""
+  return _load_synthetic('four_modalities', data_seed=data_seed,
+                         num_examples=num_examples, num_subjects=num_subjects)
+
+
 # --------------------------------------------------------------------------
 # A user's .npz.
 # --------------------------------------------------------------------------
@@ -532,6 +541,7 @@ _LOADERS: dict[str, Callable] = {
     'har': _load_har,
     'digits': _load_digits,
     'synthetic': _load_synthetic,
+    'synthetic4': _load_synthetic4,
 }
 _PREFIXED: dict[str, Callable] = {
     'npz': _load_npz,

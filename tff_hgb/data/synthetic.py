@@ -102,6 +102,24 @@ PRESETS = {
             SyntheticModality('clean', dim=8, informativeness=1.0, noise=0.7,
                               clusters_per_class=2),
         )),
+    # Four modalities (issue 20: with many heads, fixed equal head weights
+    # leave the fused head a small share of the gradient): the paper regime's
+    # memorising 'wide' and slow 'clean', plus two moderately informative
+    # mid-sized sensors.
+    'four_modalities': dict(
+        num_examples=3000,
+        num_classes=10,
+        modalities=(
+            SyntheticModality('wide', dim=512, informative_dims=64,
+                              informativeness=0.5, noise=1.0,
+                              label_noise=0.3),
+            SyntheticModality('clean', dim=8, informativeness=1.0, noise=0.7,
+                              clusters_per_class=2),
+            SyntheticModality('mid_a', dim=32, informativeness=0.4,
+                              noise=1.0),
+            SyntheticModality('mid_b', dim=32, informativeness=0.4,
+                              noise=1.0),
+        )),
     # Two equally useful modalities; a sanity check for fusion.
     'balanced': dict(
         num_examples=2000,

@@ -10,7 +10,7 @@ import functools
 import os
 import re
 import time
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from tff_hgb import algorithms
 from tff_hgb.experiment import caches
@@ -116,6 +116,46 @@ def run_comparison(comparison: ComparisonConfig, *, output_dir: str,
                      process_builds=scheduler.builds)
 
 
+def run_comparisons(items: Sequence[tuple[ComparisonConfig, str]], *,
+                    resume: bool = False,
+                    data_cache: Optional[caches.DataCache] = None,
+                    log: Callable[[str], None] = print,
+                    pool: Optional[jobs.Pool] = None
+                    ) -> list[dict[str, Any]]:
+  """Several comparisons ((config, output_dir) each) in one scheduler.
+
+  Their runs are independent, so one queue keeps every worker busy until the
+  last run (one comparison after another leaves workers idle at each end).
+  Each comparison's files are what `run_comparison` writes.
+
+  Raises:
+    jobs.RunsFailed: (with a pool) some runs failed; the comparisons whose
+      runs all finished were still aggregated.
+  """
+  data_cache = data_cache or caches.DataCache()
+  plans = []
+  for position, (comparison, output_dir) in enumerate(items):
+    plan = _Comparison(comparison, output_dir=output_dir, resume=resume,
+                       data_cache=data_cache)
+    plan.key = (position,)
+    plans.append(plan)
+  started = time.perf_counter()
+  scheduler = jobs.Scheduler(pool, data_cache, caches.AlgorithmCache(), log)
+  for plan in plans:
+    plan.submit(scheduler)
+  failed = None
+  try:
+    scheduler.run()
+  except jobs.RunsFailed as e:
+    failed = e
+  summaries = [plan.finish(time.perf_counter() - started,
+                           process_builds=scheduler.builds)
+               for plan in plans if plan.complete()]
+  if failed is not None:
+    raise failed
+  return summaries
+
+
 class _Comparison:
   """A comparison's runs as tasks: checked and submitted, then aggregated.
 
@@ -148,12 +188,21 @@ class _Comparison:
     self.records: dict[int, dict[str, Any]] = {}
     self.runs: dict[int, dict[int, tuple]] = collections.defaultdict(dict)
     self.central = None
+    # Prepended to every task key: several comparisons share one scheduler
+    # (`run_comparisons`).
+    self.key = ()
+
+  def complete(self) -> bool:
+    """Whether every run came back (none failed)."""
+    seeds = len(self.comparison.seeds)
+    return (all(len(self.runs[i]) == seeds for i in range(len(self.names)))
+            and (self.central is not None or not self.comparison.centralized))
 
   def submit(self, scheduler: jobs.Scheduler) -> None:
     for index, name in enumerate(self.names):
       if name == BEST_UNIMODAL:
         scheduler.submit(
-            jobs.Task((-1,), BEST_UNIMODAL, reference.best_unimodal_task,
+            jobs.Task(self.key + (-1,), BEST_UNIMODAL, reference.best_unimodal_task,
                       (self.comparison.base,
                        os.path.join(self.output_dir, 'best_unimodal.json'))),
             then=functools.partial(self._chose_unimodal, scheduler, index))
@@ -167,7 +216,7 @@ class _Comparison:
 
       central_dir = os.path.join(self.output_dir, 'centralized')
       scheduler.submit(jobs.Task(
-          (len(self.names),), 'centralized', reference.centralized_task,
+          self.key + (len(self.names),), 'centralized', reference.centralized_task,
           (base, tuple(self.comparison.seeds), central_dir, None, self.resume,
            tuple(reference.client_learning_rate_grid(base))), eager=True,
           cheap=self.resume and reference.centralized_is_stored(
@@ -194,28 +243,20 @@ class _Comparison:
         config, tuning_path=os.path.join(self.output_dir, run_slug(name),
                                          results.TUNING_JSON),
         data_cache=self.data_cache, resume=self.resume)
-    missing = tuning_run.missing()
 
     def tuned(record):
       scheduler.log(
-          f'{name}: tuned {record["chosen"]} (validation scores ' +
+          f'{name}: tuned {record["chosen"]} (validation scores, mean over '
+          f'{len(record["seeds"])} seed(s): ' +
           ', '.join(f'{c["values"]}: {c["score"]:.3f}'
-                    for c in record['candidates']) + ')')
+                    for c in record['candidates']) + ')' +
+          (f'; grid extension bound hit for {record["extension_bound_hit"]}'
+           if record['extension_bound_hit'] else ''))
       self.records[index] = record
       self._submit_seeds(scheduler, index, config)
 
-    def add(entry):
-      tuning_run.add(entry)
-      if not tuning_run.missing():
-        tuned(tuning_run.finish())
-
-    if not missing:
-      tuned(tuning_run.finish())
-    for position, values in enumerate(missing):
-      label = ','.join(f'{k}={v:g}' for k, v in values.items())
-      scheduler.submit(jobs.Task((index, 0, position), f'tune {name} {label}',
-                                 tuning.candidate_task, (config, values)),
-                       then=add)
+    tuning.submit(scheduler, tuning_run, key=self.key + (index, 0), label=name,
+                  then=tuned)
 
   def _submit_seeds(self, scheduler: jobs.Scheduler, index: int,
                     config: config_lib.ExperimentConfig) -> None:
@@ -233,7 +274,7 @@ class _Comparison:
             results.read_metrics(os.path.join(run_dir, results.METRICS_CSV))))
 
       scheduler.submit(jobs.Task(
-          (index, 1, position), f'{config.algorithm.name} seed {seed}',
+          self.key + (index, 1, position), f'{config.algorithm.name} seed {seed}',
           seed_task, (run_config, tuned, record),
           cheap=self.resume and results.run_is_complete(run_dir, run_config)),
                        then=done)

@@ -22,8 +22,13 @@ from tff_hgb import model_config
 from tff_hgb.data import datasets
 from tff_hgb.data import partition as partition_lib
 
-# Validation evaluations averaged to score one tuning candidate.
+# The fewest rounds a tuning run may have (and the centralized reference's
+# window of validation evaluations, tff_hgb.experiment.reference).
 TUNE_EVALUATIONS = 3
+# A tuning value's score on one seed: its validation accuracy averaged over
+# this many last rounds (fewer if the tuning runs are shorter), so a value
+# that is good at one round and collapses at the next scores low.
+TUNE_SCORE_ROUNDS = 5
 
 
 class UsageError(ValueError):
@@ -295,6 +300,12 @@ class RunConfig:
   resume: bool = False
   tune: str = ''
   tune_rounds: int = 0
+  # Seeds each tuning value is trained on (run.seed, run.seed + 1, ...); its
+  # score is the mean over them (tff_hgb.experiment.tuning).
+  tune_seeds: int = 1
+  # How many times a field's grid may be extended by one step when the best
+  # value is on its edge (0: never).
+  tune_extensions: int = 0
   tune_val_fraction: float = 0.2
   progress: bool = True
 
@@ -308,6 +319,8 @@ class RunConfig:
              0.0 < self.target_accuracy <= 1.0, 'target_accuracy',
              f'must lie in (0, 1], got {self.target_accuracy}.')
     _at_least(self.tune_rounds, 0, 'tune_rounds')
+    _at_least(self.tune_seeds, 1, 'tune_seeds')
+    _at_least(self.tune_extensions, 0, 'tune_extensions')
     _in_open_unit(self.tune_val_fraction, 'tune_val_fraction')
     parse_tune(self.tune)
     _require(not self.tune or self.effective_tune_rounds >= TUNE_EVALUATIONS,
@@ -333,7 +346,8 @@ for _part, _names in (
               'test_fraction', 'data_seed')),
     ('run', ('seed', 'target_accuracy', 'eval_every', 'checkpoint_every',
              'output_dir', 'export_dir', 'resume', 'tune', 'tune_rounds',
-             'tune_val_fraction', 'progress'))):
+             'tune_seeds', 'tune_extensions', 'tune_val_fraction',
+             'progress'))):
   for _name in _names:
     _FLAT[_name] = (_part, {'algorithm': 'name', 'algorithm_options':
                             'options'}.get(_name, _name))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import statistics
 import tempfile
 from typing import Any, Iterable, Mapping, Optional, Sequence
@@ -34,13 +35,48 @@ def accuracy_curve(rows: Sequence[Mapping[str, Any]],
   return [p[0] for p in points], [p[1] for p in points]
 
 
+# The primary figure of a run (issue 20): its test accuracy averaged over the
+# last this many evaluated rounds, less sensitive to one bad round than the
+# final round's.
+LAST_ROUNDS = 5
+
+# Mechanism metrics summarised per run (mean over the rounds that logged
+# them): the head weights z/<head>, the effective number of clients, MMPareto's
+# conflict fraction and OGM-GE's coefficient per modality.
+_MECHANISM = re.compile(r'^(z/.+|client_weight/effective_clients|'
+                        r'[^/]+/conflict_fraction/.+|[^/]+/coefficient/.+)$')
+
+
+def last_rounds_mean(values: Sequence[float], count: int = LAST_ROUNDS
+                     ) -> Optional[float]:
+  """The mean of the last `count` values (all of them if fewer); None if none.
+
+  A non-finite value (a diverged round) makes the mean NaN: a collapse is not
+  averaged away.
+  """
+  values = list(values)[-count:]
+  return float(np.mean(values)) if values else None
+
+
+def mechanism_means(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+  """column → mean over the rounds that logged it, for the mechanism columns."""
+  columns = sorted({k for r in rows for k in r if _MECHANISM.match(k)})
+  means = {}
+  for column in columns:
+    series = [float(r[column]) for r in rows if _finite(r.get(column))]
+    if series:
+      means[column] = float(np.mean(series))
+  return means
+
+
 def summarize_rows(rows: Sequence[Mapping[str, Any]], *,
                    target_accuracy: Optional[float],
                    column: str = results.TEST_FUSION_ACCURACY
                    ) -> dict[str, Any]:
   """final/best accuracy, rounds to target and per-round medians of a run.
 
-  final_accuracy is the value at the last evaluated round; rounds_to_target the
+  final_accuracy is the value at the last evaluated round, last_rounds_accuracy
+  the mean of the last `LAST_ROUNDS` evaluated rounds; rounds_to_target the
   first evaluated round whose accuracy is ≥ target_accuracy (None if never).
   """
   rounds, values = accuracy_curve(rows, column)
@@ -49,6 +85,7 @@ def summarize_rows(rows: Sequence[Mapping[str, Any]], *,
   summary = {
       'rounds_completed': max((int(r[results.ROUND]) for r in rows), default=0),
       'final_accuracy': values[-1] if values else None,
+      'last_rounds_accuracy': last_rounds_mean(values),
       'best_accuracy': max(values) if values else None,
       'best_round': rounds[int(np.argmax(values))] if values else None,
       'rounds_to_target': None,

@@ -42,6 +42,7 @@ from tff_hgb.experiment import comparison as comparison_lib
 from tff_hgb.experiment import config as config_lib
 from tff_hgb.experiment import jobs
 from tff_hgb.experiment import presets
+from tff_hgb.experiment import reports
 from tff_hgb.experiment import results
 from tff_hgb.experiment import study_report
 from tff_hgb.experiment import tuning
@@ -56,19 +57,8 @@ Setting = presets.Setting
 SETTINGS = presets.SETTINGS
 
 
-@dataclasses.dataclass(frozen=True)
-class Method:
-  """A row of the study: a registry algorithm with its switches."""
-
-  label: str
-  algorithm: str
-  options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-  hgb: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-  def describe(self) -> str:
-    parts = [f'{k}={v}' for k, v in sorted(self.options.items())]
-    parts += [f'hgb_{k}={v}' for k, v in sorted(self.hgb.items())]
-    return f'`{self.algorithm}`' + (f' ({", ".join(parts)})' if parts else '')
+# A row of a study: a registry algorithm with its switches.
+Method = presets.Method
 
 
 # A floor of 1/|H| on the fusion head's weight: with 2 modalities, 3 heads.
@@ -120,8 +110,12 @@ def methods(chosen: Method, setting: Optional[Setting] = None) -> list[Method]:
 
 def setting_config(setting: Setting, method: Method, *, output_dir: str,
                    quick: bool = False) -> config_lib.ExperimentConfig:
-  values = dict(setting.overrides)
-  if quick:
+  values = dict(setting.overrides, **method.overrides)
+  if quick and 'tune_seeds' in values:  # Robust tuning: every part of it.
+    values.update(rounds=5, tune_rounds=5, num_clients=4, eval_every=1,
+                  tune='client_learning_rate:0.1,0.4', tune_seeds=2,
+                  tune_extensions=1)
+  elif quick:
     values.update(rounds=3, tune_rounds=3, num_clients=4, eval_every=1,
                   tune='client_learning_rate:0.1,0.4')
   return config_lib.ExperimentConfig.from_dict(dict(
@@ -185,26 +179,15 @@ def _submit_selection(scheduler: jobs.Scheduler, key: tuple[int, int],
                                        candidate.label, results.TUNING_JSON),
       data_cache=data_cache, resume=True)
 
-  def finish():
-    record = tuning_run.finish()
+  def finish(record):
     best[key] = max(c['score'] for c in record['candidates']
                     if c['score'] is not None and math.isfinite(c['score']))
     scheduler.log(f'selection {candidate.label} on {setting.name}: best '
                   f'validation accuracy {best[key]:.4f} at {record["chosen"]}')
 
-  def add(entry):
-    tuning_run.add(entry)
-    if not tuning_run.missing():
-      finish()
-
-  missing = tuning_run.missing()
-  if not missing:
-    finish()
-  for position, values in enumerate(missing):
-    scheduler.submit(jobs.Task(
-        key + (position,), f'selection {candidate.label} {setting.name} '
-        + ','.join(f'{k}={v:g}' for k, v in values.items()),
-        tuning.candidate_task, (config, values)), then=add)
+  tuning.submit(scheduler, tuning_run, key=key,
+                label=f'selection {candidate.label} {setting.name}',
+                then=finish)
 
 
 def _mean_of_column(rows: Sequence[Mapping[str, Any]], column: str
@@ -226,69 +209,116 @@ def collect(method_dir: str, algorithm: str, seeds: Sequence[int]
       continue
     summary = results.read_json(path)
     metrics = os.path.join(run_dir, results.METRICS_CSV)
-    z = {}
+    z, extra = {}, {}
     if os.path.exists(metrics):
       rows = results.read_metrics(metrics)
       for column in results.columns_of(rows):
         if column.startswith('z/'):
           z[column[2:]] = _mean_of_column(rows, column)
-    runs.append(dict(summary, z_split=z))
+      # From the rows, so a run finished before these figures existed
+      # reports them too.
+      _, accuracy = reports.accuracy_curve(rows)
+      extra = {'last_rounds_accuracy': reports.last_rounds_mean(accuracy),
+               'mechanism': reports.mechanism_means(rows),
+               'run_seconds': sum(
+                   float(r.get(k) or 0.0) for r in rows
+                   for k in (results.SECONDS, 'eval_seconds')
+                   if isinstance(r.get(k), float) and math.isfinite(r[k]))}
+    runs.append(dict(summary, z_split=z, **extra))
   return runs
 
 
-def _run_method(setting: Setting, method: Method,
-                base: config_lib.ExperimentConfig, seeds: Sequence[int], *,
-                tuning_path: str, selected_path: str,
-                data_cache: caches.DataCache,
-                log: Callable[[str], None],
-                pool: Optional[jobs.Pool]) -> None:
+def _prepare_method(setting: Setting, method: Method,
+                    base: config_lib.ExperimentConfig, seeds: Sequence[int], *,
+                    tuning_path: str, selected_path: str
+                    ) -> tuple[comparison_lib.ComparisonConfig, str]:
   """One setting × method: a resumable comparison in base's output_dir."""
-  if (method.label == 'hgb' and base.run.tune and
+  if (method.label == 'hgb' and base.run.tune and selected_path and
       os.path.exists(selected_path) and not os.path.exists(tuning_path)):
     # The chosen candidate was tuned on this setting already (same
     # configuration, grid, rounds and seed): reuse rather than redo.
     os.makedirs(os.path.dirname(tuning_path), exist_ok=True)
     results.atomic_write_json(tuning_path, results.read_json(selected_path))
-  log(f'== {setting.name} / {method.label}')
   comparison = comparison_lib.ComparisonConfig(
       base=base, algorithms=(method.algorithm,), seeds=tuple(seeds),
       title=f'{setting.name} / {method.label}')
-  comparison_lib.run_comparison(comparison, output_dir=base.run.output_dir,
-                                resume=True, data_cache=data_cache, log=log,
-                                pool=pool)
+  return comparison, base.run.output_dir
 
 
 def run_study(output_dir: str, *, seeds: Sequence[int],
-              settings: Sequence[Setting] = SETTINGS,
+              settings: Optional[Sequence[Setting]] = None,
               candidates: Sequence[Method] = CANDIDATES,
               method_labels: Optional[Sequence[str]] = None,
+              plan: Optional[presets.StudyPlan] = None,
               quick: bool = False,
               report_only: bool = False,
               log: Callable[[str], None] = print,
               pool: Optional[jobs.Pool] = None) -> dict[str, Any]:
-  """Selection, then every setting × method; writes STUDY.md and study.json.
+  """Every setting × method of `plan`; writes STUDY.md and study.json.
 
   Args:
-    output_dir: everything goes here (resumable: rerun to continue).
-    seeds: the seeds of the final runs (tuning uses the first).
-    settings: the data settings (those with `selection` choose the default).
-    candidates: the configurations the default `hgb` is chosen from.
-    method_labels: run only these rows of `methods` (default all).
-    quick: a tiny version (3 rounds, 4 clients, 2 learning rates) that
+    output_dir: everything goes here (resumable: rerun to continue, in any
+      number of sittings; each sitting's wall time is kept in sittings.json).
+    seeds: the seeds of the final runs (tuning uses the first and the next
+      tune_seeds − 1).
+    settings: the data settings (default the plan's; v1: those with
+      `selection` choose the default).
+    candidates: (v1) the configurations the default `hgb` is chosen from.
+    method_labels: run only these rows (default all).
+    plan: the study (presets.STUDY_PLANS; default v1).
+    quick: a tiny version (a few rounds, 4 clients, 2 learning rates) that
       exercises the machinery.
     report_only: run nothing; report what output_dir holds so far (e.g.
-      while another process runs the study). Needs the selection done.
+      while another process runs the study). v1 needs the selection done.
     pool: run the independent runs (tuning values, seeds) in its processes.
 
   Raises:
     jobs.RunsFailed: (with a pool) some runs failed; every other method still
       ran, and STUDY.md is not written.
   """
+  plan = plan or presets.STUDY_PLANS['v1']
+  settings = list(settings or plan.settings)
   started = time.perf_counter()
   data_cache = caches.DataCache()
   if not report_only:  # A report reads while the study's own process runs.
     results.claim_output_dir(output_dir)
   os.makedirs(output_dir, exist_ok=True)
+  try:
+    selection, chosen = _selection(
+        output_dir, plan, settings=settings, candidates=candidates,
+        quick=quick, report_only=report_only, data_cache=data_cache, log=log,
+        pool=pool)
+    rows, failed = _run_rows(
+        output_dir, plan, settings, chosen, seeds=seeds,
+        method_labels=method_labels, quick=quick, report_only=report_only,
+        data_cache=data_cache, log=log, pool=pool)
+  finally:
+    if not report_only:
+      _log_sitting(output_dir, time.perf_counter() - started)
+  if failed:
+    raise jobs.RunsFailed(failed)
+  study = {'plan': plan.name, 'title': plan.title, 'selection': selection,
+           'seeds': list(seeds), 'quick': quick,
+           'settings': {s.name: {'description': s.description,
+                                 'overrides': dict(s.overrides),
+                                 'selection': s.selection} for s in settings},
+           'rows': rows, 'seconds': time.perf_counter() - started,
+           'timing': timing(output_dir, rows)}
+  study['complete'] = not report_only
+  markdown = study_report.study_markdown(study)
+  name = 'STUDY_PARTIAL.md' if report_only else 'STUDY.md'
+  results.atomic_write_json(os.path.join(output_dir, name.replace(
+      'STUDY', 'study').replace('.md', '.json')), study)
+  results.atomic_write_text(os.path.join(output_dir, name), markdown)
+  study['markdown'] = markdown
+  return study
+
+
+def _selection(output_dir, plan, *, settings, candidates, quick, report_only,
+               data_cache, log, pool):
+  """(selection record or None, the `hgb` row's Method or None)."""
+  if not plan.select_default:
+    return None, None
   selection_path = os.path.join(output_dir, 'selection.json')
   if report_only:
     if not os.path.exists(selection_path):
@@ -300,50 +330,88 @@ def run_study(output_dir: str, *, seeds: Sequence[int],
     selection = select_default(output_dir, settings=settings,
                                candidates=candidates, quick=quick,
                                data_cache=data_cache, log=log, pool=pool)
-  chosen = next(c for c in candidates if c.label == selection['chosen'])
+  return selection, next(c for c in candidates
+                         if c.label == selection['chosen'])
+
+
+def _run_rows(output_dir, plan, settings, chosen, *, seeds, method_labels,
+              quick, report_only, data_cache, log, pool):
+  """Runs (or, report_only, reads) every setting × method: (rows, failed).
+
+  The methods of a setting share one queue of runs (run_comparisons), so the
+  workers stay busy from its first tuning run to its last seed.
+  """
   rows = collections.OrderedDict()
   failed = []
   for setting in settings:
-    rows[setting.name] = collections.OrderedDict()
-    for method in methods(chosen, setting):
-      if method_labels is not None and method.label not in method_labels:
-        continue
+    setting_methods = (presets.plan_methods(plan, setting) if plan.methods
+                       else methods(chosen, setting))
+    setting_methods = [m for m in setting_methods if method_labels is None or
+                       m.label in method_labels]
+    paths, items = {}, []
+    for method in setting_methods:
       method_dir = os.path.join(output_dir, setting.name, method.label)
       base = setting_config(setting, method, output_dir=method_dir,
                             quick=quick)
-      tuning_path = os.path.join(method_dir,
-                                 comparison_lib.run_slug(method.algorithm),
-                                 results.TUNING_JSON)
-      if report_only:
-        if not os.path.isdir(method_dir):
-          continue
-      else:
-        selected_path = os.path.join(output_dir, 'selection', setting.name,
-                                     chosen.label, results.TUNING_JSON)
-        try:
-          _run_method(setting, method, base, seeds, tuning_path=tuning_path,
-                      selected_path=selected_path, data_cache=data_cache,
-                      log=log, pool=pool)
-        except jobs.RunsFailed as e:  # The other methods still run.
-          failed += e.labels
+      paths[method.label] = (method_dir, os.path.join(
+          method_dir, comparison_lib.run_slug(method.algorithm),
+          results.TUNING_JSON))
+      if not report_only:
+        selected_path = (os.path.join(output_dir, 'selection', setting.name,
+                                      chosen.label, results.TUNING_JSON)
+                         if chosen else '')
+        items.append(_prepare_method(
+            setting, method, base, seeds, tuning_path=paths[method.label][1],
+            selected_path=selected_path))
+    if items:
+      log(f'== {setting.name}: ' + ', '.join(m.label for m in setting_methods))
+      try:
+        comparison_lib.run_comparisons(items, resume=True,
+                                       data_cache=data_cache, log=log,
+                                       pool=pool)
+      except jobs.RunsFailed as e:  # The other settings still run.
+        failed += e.labels
+    rows[setting.name] = collections.OrderedDict()
+    for method in setting_methods:
+      method_dir, tuning_path = paths[method.label]
+      if report_only and not os.path.isdir(method_dir):
+        continue
       rows[setting.name][method.label] = {
           'method': method.describe(),
           'runs': collect(method_dir, method.algorithm, seeds),
           'tuning': (results.read_json(tuning_path)
                      if os.path.exists(tuning_path) else None),
       }
-  if failed:
-    raise jobs.RunsFailed(failed)
-  study = {'selection': selection, 'seeds': list(seeds), 'quick': quick,
-           'settings': {s.name: {'description': s.description,
-                                 'overrides': dict(s.overrides),
-                                 'selection': s.selection} for s in settings},
-           'rows': rows, 'seconds': time.perf_counter() - started}
-  study['complete'] = not report_only
-  markdown = study_report.study_markdown(study)
-  name = 'STUDY_PARTIAL.md' if report_only else 'STUDY.md'
-  results.atomic_write_json(os.path.join(output_dir, name.replace(
-      'STUDY', 'study').replace('.md', '.json')), study)
-  results.atomic_write_text(os.path.join(output_dir, name), markdown)
-  study['markdown'] = markdown
-  return study
+  return rows, failed
+
+
+_SITTINGS_JSON = 'sittings.json'
+
+
+def _log_sitting(output_dir: str, seconds: float) -> None:
+  """Adds this invocation's wall time to output_dir/sittings.json."""
+  path = os.path.join(output_dir, _SITTINGS_JSON)
+  sittings = results.read_json(path) if os.path.exists(path) else []
+  sittings.append({'ended': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+                   'seconds': seconds})
+  results.atomic_write_json(path, sittings)
+
+
+def timing(output_dir: str, rows: Mapping[str, Mapping[str, Any]]
+           ) -> dict[str, Any]:
+  """The study's time from its files: the runner's sittings (wall) and the
+  rounds of every final and tuning run (compute)."""
+  path = os.path.join(output_dir, _SITTINGS_JSON)
+  sittings = results.read_json(path) if os.path.exists(path) else []
+  run_seconds, final_runs, tuning_runs = 0.0, 0, 0
+  for methods_of_setting in rows.values():
+    for row in methods_of_setting.values():
+      for run in row['runs']:
+        run_seconds += run.get('run_seconds') or 0.0
+        final_runs += 1
+      for entry in (row.get('tuning') or {}).get('runs', ()):
+        run_seconds += entry.get('seconds') or 0.0
+        tuning_runs += 1
+  return {'wall_seconds': sum(s['seconds'] for s in sittings),
+          'sittings': len(sittings), 'run_seconds': run_seconds,
+          'runs': final_runs, 'tuning_runs': tuning_runs}
