@@ -82,6 +82,14 @@ class SyntheticModality:
     return max(0, min(self.informative_dims, self.flat_size))
 
 
+# The paper regime's two modalities (see 'paper_regime' below).
+_PAPER_REGIME_MODALITIES = (
+    SyntheticModality('wide', dim=512, informative_dims=64,
+                      informativeness=0.5, noise=1.0, label_noise=0.3),
+    SyntheticModality('clean', dim=8, informativeness=1.0, noise=0.7,
+                      clusters_per_class=2),
+)
+
 # Presets: keyword arguments of `make_synthetic`.
 PRESETS = {
     # The paper's regime: 'wide' is high-dimensional, weakly informative and
@@ -95,13 +103,7 @@ PRESETS = {
     'paper_regime': dict(
         num_examples=3000,
         num_classes=10,
-        modalities=(
-            SyntheticModality('wide', dim=512, informative_dims=64,
-                              informativeness=0.5, noise=1.0,
-                              label_noise=0.3),
-            SyntheticModality('clean', dim=8, informativeness=1.0, noise=0.7,
-                              clusters_per_class=2),
-        )),
+        modalities=_PAPER_REGIME_MODALITIES),
     # Four modalities (issue 20: with many heads, fixed equal head weights
     # leave the fused head a small share of the gradient): the paper regime's
     # memorising 'wide' and slow 'clean', plus two moderately informative
@@ -109,12 +111,7 @@ PRESETS = {
     'four_modalities': dict(
         num_examples=3000,
         num_classes=10,
-        modalities=(
-            SyntheticModality('wide', dim=512, informative_dims=64,
-                              informativeness=0.5, noise=1.0,
-                              label_noise=0.3),
-            SyntheticModality('clean', dim=8, informativeness=1.0, noise=0.7,
-                              clusters_per_class=2),
+        modalities=_PAPER_REGIME_MODALITIES + (
             SyntheticModality('mid_a', dim=32, informativeness=0.4,
                               noise=1.0),
             SyntheticModality('mid_b', dim=32, informativeness=0.4,
