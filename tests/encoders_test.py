@@ -204,14 +204,14 @@ def _encoder_dense_inputs(spec, **config):
     # Clips: frames kept, space max-pooled 2x2, then at most 4 per axis.
     ('frames', (4, 16, 16, 3), 4 * 4 * 4), ('flow', (2, 6, 6, 2), 2 * 3 * 3)])
 def test_structured_encoders_follow_the_sizing_rule(kind, shape, cells):
-  """The dense layer sees min(extent, grid_cells) cells per pooled axis, and
-  the global maximum, of the 2 x conv_filters channels."""
+  """The dense layer sees min(extent, grid_cells) cells per pooled axis (their
+  averages and maxima), and the global maximum, of 2 x conv_filters channels."""
   spec = dataset_lib.ModalitySpec('m', kind, shape)
   channels = 2 * SMALL['conv_filters']
   inputs, _ = _encoder_dense_inputs(spec)
-  assert inputs == cells * channels + channels
+  assert inputs == 2 * cells * channels + channels
   coarsest, _ = _encoder_dense_inputs(spec, grid_cells=1)
-  assert coarsest == 2 * channels
+  assert coarsest == 3 * channels
 
 
 def test_a_one_frame_clip_is_encoded_as_an_image():

@@ -85,29 +85,30 @@ def _vector_encoder(x, config: ModelConfig, seed: int):
 def _grid_features(h, config: ModelConfig, seed: int):
   """Conv features [B, *axes, C] -> [B, feature_dim], keeping where they are.
 
-  Two summaries of the last convolution, concatenated into a dense layer:
-  each axis average-pooled to at most `config.grid_cells` cells
-  (model_config.grid_pool_sizes) and flattened, so the head still sees where
-  (when) a pattern occurred; and the global maximum per channel, whether it
-  occurred anywhere, undiluted by the silence, padding or background around
-  it. Global average pooling alone, which the first encoders used, kept
-  neither, and lost 15-50 points to a flattening MLP (issue 19;
-  measurements in docs/DESIGN.md).
+  Three summaries of the last convolution, concatenated into a dense layer:
+  each axis pooled to at most `config.grid_cells` cells
+  (model_config.grid_pool_sizes) by average and by maximum, flattened, so the
+  head still sees where (when) a pattern occurred and how strongly; and the
+  global maximum per channel, whether it occurred anywhere, undiluted by the
+  silence, padding or background around it. Global average pooling alone,
+  which the first encoders used, kept neither, and lost 15-65 points to a
+  flattening MLP (issue 19; measurements in docs/DESIGN.md).
   """
   rank = len(h.shape) - 2
   sizes = model_config.grid_pool_sizes(h.shape[1:-1], config.grid_cells)
-  grid = h
-  if any(s > 1 for s in sizes):
-    pool = {1: tf.keras.layers.AveragePooling1D,
-            2: tf.keras.layers.AveragePooling2D,
-            3: tf.keras.layers.AveragePooling3D}[rank]
-    grid = pool(sizes, padding='same')(h)
-  peak = {1: tf.keras.layers.GlobalMaxPooling1D,
-          2: tf.keras.layers.GlobalMaxPooling2D,
-          3: tf.keras.layers.GlobalMaxPooling3D}[rank]()(h)
-  h = tf.keras.layers.Concatenate()([tf.keras.layers.Flatten()(grid), peak])
-  return tf.keras.layers.Dense(config.feature_dim, activation='relu',
-                               kernel_initializer=_init(seed))(h)
+  layers = tf.keras.layers
+  summaries = []
+  for pool in ({1: layers.AveragePooling1D, 2: layers.AveragePooling2D,
+                3: layers.AveragePooling3D}[rank],
+               {1: layers.MaxPool1D, 2: layers.MaxPool2D,
+                3: layers.MaxPool3D}[rank]):
+    grid = pool(sizes, padding='same')(h) if any(s > 1 for s in sizes) else h
+    summaries.append(layers.Flatten()(grid))
+  summaries.append({1: layers.GlobalMaxPooling1D, 2: layers.GlobalMaxPooling2D,
+                    3: layers.GlobalMaxPooling3D}[rank]()(h))
+  return layers.Dense(config.feature_dim, activation='relu',
+                      kernel_initializer=_init(seed))(
+                          layers.Concatenate()(summaries))
 
 
 def _sequence_encoder(x, config: ModelConfig, seed: int):
