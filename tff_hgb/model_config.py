@@ -112,6 +112,13 @@ def grid_pool_sizes(axes: Iterable[int], cells: int) -> tuple[int, ...]:
   return tuple(max(1, -(-int(n) // cells)) for n in axes)
 
 
+def halving_pool_sizes(axes: Iterable[int], cells: int) -> tuple[int, ...]:
+  """The structured encoders' first max-pool: 2 along an axis of at least
+  2 x `cells` positions, 1 (none) along a shorter one, which halving would
+  take below the grid (a 4x8 half-digit keeps its 4 rows)."""
+  return tuple(2 if int(n) >= 2 * cells else 1 for n in axes)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Sizes of the default encoders (small: the data sets are small).

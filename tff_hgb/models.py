@@ -111,11 +111,25 @@ def _grid_features(h, config: ModelConfig, seed: int):
                           layers.Concatenate()(summaries))
 
 
+def _halve(h, config: ModelConfig, pool_time: bool = True):
+  """Max-pool by 2 along each axis long enough (model_config.halving_pool_sizes);
+  a clip's frames (pool_time=False) are few and kept."""
+  axes = [int(d) for d in h.shape[1:-1]]
+  sizes = list(model_config.halving_pool_sizes(axes, config.grid_cells))
+  if not pool_time:
+    sizes[0] = 1
+  if all(s == 1 for s in sizes):
+    return h
+  pool = {1: tf.keras.layers.MaxPool1D, 2: tf.keras.layers.MaxPool2D,
+          3: tf.keras.layers.MaxPool3D}[len(axes)]
+  return pool(tuple(sizes), padding='same')(h)
+
+
 def _sequence_encoder(x, config: ModelConfig, seed: int):
   """1-D convolutions over time (time series, spectrogram frames)."""
   h = tf.keras.layers.Conv1D(config.conv_filters, 5, padding='same',
                              activation='relu', kernel_initializer=_init(seed))(x)
-  h = tf.keras.layers.MaxPool1D(2, padding='same')(h)
+  h = _halve(h, config)
   h = tf.keras.layers.Conv1D(2 * config.conv_filters, 5, padding='same',
                              activation='relu',
                              kernel_initializer=_init(seed + 1))(h)
@@ -126,7 +140,7 @@ def _image_encoder(x, config: ModelConfig, seed: int):
   """3x3 convolutions at full resolution, a 2x2 max-pool, a pooled grid."""
   h = tf.keras.layers.Conv2D(config.conv_filters, 3, padding='same',
                              activation='relu', kernel_initializer=_init(seed))(x)
-  h = tf.keras.layers.MaxPool2D(2, padding='same')(h)
+  h = _halve(h, config)
   h = tf.keras.layers.Conv2D(2 * config.conv_filters, 3, padding='same',
                              activation='relu',
                              kernel_initializer=_init(seed + 1))(h)
@@ -145,7 +159,7 @@ def _clip_encoder(x, config: ModelConfig, seed: int):
                           config, seed)
   h = tf.keras.layers.Conv3D(config.conv_filters, 3, padding='same',
                              activation='relu', kernel_initializer=_init(seed))(x)
-  h = tf.keras.layers.MaxPool3D((1, 2, 2), padding='same')(h)
+  h = _halve(h, config, pool_time=False)
   h = tf.keras.layers.Conv3D(2 * config.conv_filters, 3, padding='same',
                              activation='relu',
                              kernel_initializer=_init(seed + 1))(h)
