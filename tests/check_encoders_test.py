@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import binary_utils  # tests/binary_utils.py
 from tff_hgb import centralized
@@ -86,14 +87,26 @@ def test_federated_figures_come_from_uni_modal_fedavg_runs(monkeypatch,
   assert '| ' in table.splitlines()[2]
 
 
-def test_binary_prints_the_table():
+def _binary(*args):
   process = subprocess.run(
       [sys.executable, '-m', 'experiments.check_encoders',
-       '--dataset=basicmotions', '--epochs=1', '--rounds=1', '--num_clients=2'],
+       '--dataset=basicmotions', '--epochs=1', *args],
       cwd=binary_utils.REPO, env=binary_utils.child_env('check_encoders_test'),
       capture_output=True, text=True, timeout=600, check=False)
   assert process.returncode == 0, process.stderr
   lines = process.stdout.splitlines()
   assert lines[0].startswith('basicmotions: default encoder vs flattened MLP')
   assert [line.split()[0] for line in lines[2:]] == ['accel', 'gyro']
+  return lines
+
+
+def test_binary_prints_the_table():
+  lines = _binary('--nofederated')
+  assert all(line.count('%') == 2 for line in lines[2:]), lines
+
+
+@pytest.mark.slow  # Four FedAvg runs in a fresh process (~40 s).
+def test_binary_prints_federated_columns():
+  lines = _binary('--rounds=1', '--num_clients=2')
+  assert 'FedAvg uni:<modality>, iid partition, 1 rounds' in lines[0]
   assert all(line.count('%') == 4 for line in lines[2:]), lines
