@@ -1,66 +1,72 @@
 r"""Prints, per modality, the default encoder's accuracy against a flattening MLP.
 
   python -m experiments.check_encoders --dataset=basicmotions
-  python -m experiments.check_encoders --dataset=tfrecord:my_clips.tfrecord
+  python -m experiments.check_encoders --dataset=tfrecord:my_clips.tfrecord \
+      --partition=natural --rounds=10 --client_learning_rate=0.1
 
-Centralized uni-modal training (tff_hgb.experiment.encoder_check): a user with
-their own data sees at once whether the default encoder of a modality's kind
-fits it (a negative gap: try --encoder=<modality>:mlp). Federated figures are
-not part of this check.
+Centralized uni-modal training and (unless --nofederated) FedAvg runs of
+`uni:<modality>` with the run flags every binary has (--partition, --rounds,
+--client_learning_rate, --local_epochs, --seed, ...;
+tff_hgb.experiment.encoder_check): a user with their own data sees at once
+whether the default encoder of a modality's kind fits it (a negative gap: try
+--encoder=<modality>:mlp). Real data of every kind, without downloads:
+`python -m experiments.make_encoder_data --output_dir=DIR`.
 """
+
+import tempfile
 
 from absl import flags
 
-from experiments import startup
-from tff_hgb.data import datasets
+from experiments import flags_lib
 from tff_hgb.experiment import config as config_lib
 
-_DATASET = flags.DEFINE_string(
-    'dataset', datasets.DEFAULT_DATASET,
-    f'A data set name ({", ".join(datasets.dataset_names())}).')
-_TEST_FRACTION = flags.DEFINE_float(
-    'test_fraction', datasets.DEFAULT_TEST_FRACTION,
-    'Fraction held out as the test set.')
-_EPOCHS = flags.DEFINE_integer('epochs', 20, 'Epochs of each training.')
-_LEARNING_RATE = flags.DEFINE_float('learning_rate', 0.05, 'SGD learning rate.')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Mini-batch size.')
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the split, initialisation '
-                             'and batch order.')
+FLAGS = flags.FLAGS
+_EPOCHS = flags.DEFINE_integer('epochs', 20, 'Epochs of each centralized '
+                               'training.')
+_LEARNING_RATE = flags.DEFINE_float(
+    'learning_rate', 0.05, 'SGD learning rate of the centralized training.')
+_FEDERATED = flags.DEFINE_bool(
+    'federated', True, 'Also FedAvg (uni:<modality>) per modality and encoder.')
+# A few rounds: a check, not a study.
+FLAGS.set_default('rounds', 10)
+FLAGS.set_default('progress', False)
+# One modality at a time: every client holds it (natural: see --partition).
+FLAGS.set_default('partition', 'iid')
 
 
-def _check():
+def check_flags() -> config_lib.ExperimentConfig:
   """Flags checked without TensorFlow; one-line errors name the flag."""
-  try:
-    _check_flags()
-  except config_lib.UsageError as e:
-    raise SystemExit(f'error: {e}') from None
-
-
-def _check_flags():
-  config_lib.DataConfig(dataset=_DATASET.value,
-                        test_fraction=_TEST_FRACTION.value)
-  for flag, value in (('epochs', _EPOCHS.value),
-                      ('batch_size', _BATCH_SIZE.value)):
-    if value < 1:
-      raise config_lib.UsageError(flag, f'must be ≥ 1, got {value}.')
+  flags_lib.reject_export_dir('check_encoders')
+  if FLAGS.encoder:
+    raise config_lib.UsageError(
+        'encoder', 'check_encoders compares each default with mlp itself.')
+  if _EPOCHS.value < 1:
+    raise config_lib.UsageError('epochs', f'must be ≥ 1, got {_EPOCHS.value}.')
   if not _LEARNING_RATE.value > 0:
     raise config_lib.UsageError(
         'learning_rate', f'must be > 0, got {_LEARNING_RATE.value}.')
+  config = flags_lib.config_from_flags('fedavg')
+  flags_lib.check_runtime_flags()
+  return config
 
 
-def main(unused_checked):
+def main(config: config_lib.ExperimentConfig) -> None:
+  # The harness needs TensorFlow, loaded once the flags were checked.
+  from tff_hgb.experiment import caches  # pylint: disable=g-import-not-at-top
   from tff_hgb.experiment import encoder_check  # pylint: disable=g-import-not-at-top
-  try:
-    train, test = datasets.load(_DATASET.value,
-                                test_fraction=_TEST_FRACTION.value,
-                                seed=_SEED.value)
-  except datasets.DataError as e:
-    raise SystemExit(f'error: --dataset: {" ".join(str(e).split())}') from None
-  rows = encoder_check.check_encoders(
-      train, test, epochs=_EPOCHS.value, learning_rate=_LEARNING_RATE.value,
-      batch_size=_BATCH_SIZE.value, seed=_SEED.value)
-  print(encoder_check.format_table(rows, _DATASET.value))
+  with flags_lib.user_errors_exit(), tempfile.TemporaryDirectory() as scratch:
+    federated = None
+    if _FEDERATED.value:
+      flags_lib.start_runtime()
+      federated = config.replace(output_dir=config.run.output_dir or scratch)
+    data_cache = caches.DataCache()
+    train, test = data_cache.load(config)
+    rows = encoder_check.check_encoders(
+        train, test, epochs=_EPOCHS.value, learning_rate=_LEARNING_RATE.value,
+        batch_size=config.algorithm.batch_size, seed=config.run.seed,
+        federated=federated, data_cache=data_cache)
+  print(encoder_check.format_table(rows, config.data.dataset, federated))
 
 
 if __name__ == '__main__':
-  startup.run(main, _check)
+  flags_lib.run(main, check_flags)

@@ -17,6 +17,7 @@ SCRIPTS = {
     'tff-hgb-describe-data': 'experiments.describe_data',
     'tff-hgb-make-tfrecords': 'experiments.make_tfrecords',
     'tff-hgb-check-encoders': 'experiments.check_encoders',
+    'tff-hgb-make-encoder-data': 'experiments.make_encoder_data',
     'tff-hgb-worker': 'experiments.worker',
 }
 # Binaries for the repository's own upkeep (run from a checkout by make), not
@@ -63,6 +64,10 @@ def make_tfrecords() -> None:
 
 def check_encoders() -> None:
   _run('tff-hgb-check-encoders')
+
+
+def make_encoder_data() -> None:
+  _run('tff-hgb-make-encoder-data')
 
 
 def worker() -> None:

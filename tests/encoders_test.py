@@ -176,3 +176,50 @@ def test_a_run_written_before_encoder_existed_still_resumes(tmp_path):
   with pytest.raises(config_lib.UsageError, match=r"^--resume: .*encoder="):
     results.check_output_dir(
         str(out), config.replace(encoder=['accel:mlp']).to_dict(), resume=True)
+
+
+@pytest.mark.parametrize('axes, cells, sizes', [
+    ((50,), 4, (13,)), ((25,), 4, (7,)), ((2, 4), 4, (1, 1)),
+    ((8, 8), 4, (2, 2)), ((4, 8, 8), 4, (1, 2, 2)), ((3,), 1, (3,))])
+def test_grid_pool_sizes_keep_at_most_cells_per_axis(axes, cells, sizes):
+  assert model_config.grid_pool_sizes(axes, cells) == sizes
+  for n, size in zip(axes, sizes):
+    assert -(-n // size) <= cells
+
+
+def _encoder_dense_inputs(spec, **config):
+  keras_model = models.build_keras_model(
+      [spec], 3, config=models.ModelConfig(**dict(SMALL, **config)))
+  encoder = keras_model.get_layer(f'{models.ENCODER_PREFIX}{spec.name}')
+  dense = [l for l in encoder.layers if type(l).__name__ == 'Dense']
+  return dense[-1].kernel.shape[0], _layer_types(keras_model, spec.name)
+
+
+@pytest.mark.parametrize('kind, shape, cells', [
+    # Sequences: max-pool 2 (from 8 steps on), then at most 4 cells of time.
+    ('timeseries', (100, 3), 4), ('spectrogram', (50, 32), 4),
+    ('timeseries', (6, 3), 3),
+    # Images: max-pool 2x2 (axes from 8 on), then at most 4x4 cells.
+    # (A 4x8 image keeps its 4 rows: too few to halve.)
+    ('image', (4, 8, 1), 4 * 4), ('image', (16, 16, 3), 4 * 4),
+    # Clips: frames kept, space max-pooled 2x2, then at most 4 per axis.
+    ('frames', (4, 16, 16, 3), 4 * 4 * 4), ('flow', (2, 6, 6, 2), 2 * 3 * 3)])
+def test_structured_encoders_follow_the_sizing_rule(kind, shape, cells):
+  """The dense layer sees min(extent, grid_cells) cells per pooled axis (their
+  averages and maxima), and the global maximum, of 2 x conv_filters channels."""
+  spec = dataset_lib.ModalitySpec('m', kind, shape)
+  channels = 2 * SMALL['conv_filters']
+  inputs, _ = _encoder_dense_inputs(spec)
+  assert inputs == 2 * cells * channels + channels
+  coarsest, _ = _encoder_dense_inputs(spec, grid_cells=1)
+  assert coarsest == 3 * channels
+
+
+def test_a_one_frame_clip_is_encoded_as_an_image():
+  clip, clip_layers = _encoder_dense_inputs(
+      dataset_lib.ModalitySpec('m', dataset_lib.FRAMES, (1, 16, 16, 3)))
+  image, image_layers = _encoder_dense_inputs(
+      dataset_lib.ModalitySpec('m', dataset_lib.IMAGE, (16, 16, 3)))
+  assert 'Conv3D' not in clip_layers and 'Conv2D' in clip_layers
+  assert clip == image
+  assert [t for t in clip_layers if t != 'Reshape'] == image_layers

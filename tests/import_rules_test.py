@@ -37,7 +37,7 @@ LAYER_OF_PREFIX = {
     'tff_hgb.export': CORE,
     'tff_hgb.centralized': CORE,
     'tff_hgb.algorithms': CORE,
-    'tff_hgb.data': CORE,
+    'tff_hgb.data': CORE,  # incl. media.py and encoder_data.py (TF, no harness)
     'tff_hgb.hgb_config': CORE,
     'tff_hgb.runtime': CORE,
     # The experiment harness: the experiment/ package (config, caches, loop,

@@ -5,7 +5,8 @@ TFRecords): after the test hold-out, the training pool has zero mean and unit
 variance per channel (the last axis; per feature for vectors) over the
 examples where the modality is present, and the test set is the raw test set
 scaled with the training statistics, which differ from statistics that would
-have included it.
+have included it. Spectrogram statistics leave out the frames that pad short
+clips (issue 19).
 """
 
 import os
@@ -17,6 +18,7 @@ import tensorflow as tf
 
 from tff_hgb.data import datasets
 from tff_hgb.data import media
+from tff_hgb.data import media_config
 
 SEED = 5
 # Small media settings: 8 mel bins, 12 frames of 256 samples every 128 at
@@ -26,9 +28,19 @@ _MEDIA = media.MediaConfig(sample_rate=16000, num_mel_bins=8, num_frames=12,
                            image_height=4, image_width=4)
 
 
-def _channel_stats(features, presence):
+def _padding_frames(channels):
+  return np.all(channels == np.float32(media_config.LOG_MEL_PADDING), axis=-1)
+
+
+def _channel_stats(features, presence, kind='', raw=None):
+  """Per-channel mean and std; for spectrograms over the frames that are not
+  padding in `raw` (the unscaled features; default `features`)."""
   values = np.asarray(features, np.float64)[presence > 0]
   channels = values.reshape(-1, values.shape[-1])
+  if kind == 'spectrogram':
+    raw = features if raw is None else raw
+    raw_channels = np.asarray(raw)[presence > 0].reshape(channels.shape)
+    channels = channels[~_padding_frames(raw_channels)]
   return channels.mean(axis=0), channels.std(axis=0)
 
 
@@ -39,25 +51,31 @@ def _check(name, **kwargs):
   assert len(test) > 0
   for spec in train.modalities:
     m = spec.name
-    mean, std = _channel_stats(raw_train.features[m], raw_train.presence[m])
+    mean, std = _channel_stats(raw_train.features[m], raw_train.presence[m],
+                               spec.kind)
     constant = std <= 1e-8
     scaled_mean, scaled_std = _channel_stats(train.features[m],
-                                             train.presence[m])
+                                             train.presence[m], spec.kind,
+                                             raw=raw_train.features[m])
     np.testing.assert_allclose(scaled_mean, 0, atol=1e-4, err_msg=m)
     np.testing.assert_allclose(scaled_std, np.where(constant, 0, 1),
                                atol=1e-3, err_msg=m)
     std = np.where(constant, 1.0, std)
     flags = raw_test.presence[m].reshape((-1,) + (1,) * len(spec.shape))
-    np.testing.assert_allclose(
-        test.features[m], (raw_test.features[m] - mean) / std * flags,
-        rtol=1e-4, atol=1e-4, err_msg=m)
+    expected = (raw_test.features[m] - mean) / std * flags
+    if spec.kind == 'spectrogram':  # padding frames become zeros
+      expected[_padding_frames(raw_test.features[m])] = 0.0
+    np.testing.assert_allclose(test.features[m], expected,
+                               rtol=1e-4, atol=1e-4, err_msg=m)
     np.testing.assert_allclose(train.normalization[m][0], mean, rtol=1e-6,
                                atol=1e-9)
     # The test set was not used: pooled statistics would differ.
     pooled_mean, _ = _channel_stats(
         np.concatenate([raw_train.features[m], raw_test.features[m]]),
-        np.concatenate([raw_train.presence[m], raw_test.presence[m]]))
+        np.concatenate([raw_train.presence[m], raw_test.presence[m]]),
+        spec.kind)
     assert np.abs(pooled_mean - mean).max() > 1e-6, m
+  return raw_train, train
 
 
 @pytest.mark.parametrize('name', ['htad', 'watch', 'basicmotions', 'har',
@@ -104,4 +122,22 @@ def test_users_media_through_tfrecords(tmp_path):
   manifest.write_text('audio,rgb,label,client_id\n' + '\n'.join(rows) + '\n')
   output = str(tmp_path / 'clips.tfrecord')
   media.write_tfrecords(str(manifest), output, _MEDIA)
-  _check(f'tfrecord:{output}', )
+  raw_train, train = _check(f'tfrecord:{output}')
+  # Short clips were padded, and the padding is not in the statistics: with
+  # it, every mel bin's mean would be lower and its std wider.
+  audio = raw_train.features['audio'].astype(np.float64)
+  frames = audio.reshape(-1, audio.shape[-1])
+  padded = _padding_frames(frames)
+  assert 0 < padded.sum() < len(frames)
+  kept_mean, kept_std = train.normalization['audio']
+  np.testing.assert_allclose(kept_mean, frames[~padded].mean(axis=0),
+                             rtol=1e-6)
+  assert np.all(frames.mean(axis=0) < kept_mean - 0.5)
+  assert np.all(frames.std(axis=0) > kept_std)
+  # The padding frames are zeros after scaling (no sound, the mean), the
+  # others scaled with the statistics of the sound.
+  scaled = train.features['audio'].reshape(frames.shape)
+  np.testing.assert_array_equal(scaled[padded], 0.0)
+  np.testing.assert_allclose(scaled[~padded],
+                             (frames[~padded] - kept_mean) / kept_std,
+                             rtol=1e-4, atol=1e-4)

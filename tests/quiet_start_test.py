@@ -94,6 +94,8 @@ def test_every_binary_answers_a_bad_flag_without_tensorflow():
       'experiments.benchmark': ['--repeats=0'],
       'experiments.worker': ['--port=0'],
       'experiments.check_encoders': ['--epochs=0'],
+      'experiments.make_encoder_data': ['--output_dir=/tmp/x',
+                                        '--num_speakers=0'],
   }
   for module, args in cases.items():
     code, stdout, stderr = _run(['-c', probe, module, *args], _env())

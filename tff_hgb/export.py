@@ -25,6 +25,7 @@ import tensorflow_federated as tff
 import tff_hgb
 from tff_hgb import models
 from tff_hgb.data import dataset as dataset_lib
+from tff_hgb.data import datasets
 
 # Written into every export; `load_model` reads the versions in READABLE.
 # Bump FORMAT_VERSION when the files change, and keep reading the old ones.
@@ -192,9 +193,8 @@ class ExportedModel:
       if self.normalization and spec.name in self.normalization:
         # As `datasets.normalize_features` did to the training data.
         mean, std = self.normalization[spec.name]
-        rank = array.ndim - 1
-        array = (array - mean) / std * flags[spec.name].reshape(
-            (-1,) + (1,) * rank)
+        array = datasets.standardize(array, spec.kind, mean, std,
+                                     flags[spec.name])
       features[spec.name] = array.astype(np.float32)
     data = dataset_lib.MultiModalDataset(
         name='inputs', modalities=list(self.modalities), features=features,

@@ -28,6 +28,10 @@ ENCODER_INPUT_RANK = {
 
 EncoderChoices = tuple[tuple[str, str], ...]
 
+# The structured encoders pool each axis of their last convolution's output
+# to at most this many cells before the dense layer (`grid_pool_sizes`).
+DEFAULT_GRID_CELLS = 4
+
 
 def parse_encoders(
     values: Union[str, Iterable[Union[str, tuple[str, str]]], None]
@@ -93,9 +97,36 @@ def check_encoders(pairs: EncoderChoices,
                        f'{name!r} has shape {list(shape)} (mlp takes any).')
 
 
+def grid_pool_sizes(axes: Iterable[int], cells: int) -> tuple[int, ...]:
+  """Average-pool sizes taking each axis of `axes` to at most `cells` cells.
+
+  The sizing rule of the structured encoders (docs/DESIGN.md): an axis of n
+  positions is pooled by ceil(n / cells), so it keeps min(n, cells) cells
+  (up to rounding); the dense layer after it takes
+  prod(cells per axis) x channels inputs: it grows with the input's extent
+  until `cells` per axis, then stays fixed, whatever the clip length or
+  image size.
+  """
+  if cells < 1:
+    raise ValueError(f'grid_cells must be >= 1, got {cells}.')
+  return tuple(max(1, -(-int(n) // cells)) for n in axes)
+
+
+def halving_pool_sizes(axes: Iterable[int], cells: int) -> tuple[int, ...]:
+  """The structured encoders' first max-pool: 2 along an axis of at least
+  2 x `cells` positions, 1 (none) along a shorter one, which halving would
+  take below the grid (a 4x8 half-digit keeps its 4 rows)."""
+  return tuple(2 if int(n) >= 2 * cells else 1 for n in axes)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Sizes of the default encoders (small: the data sets are small).
+
+  The structured encoders have two convolutions of `conv_filters` and
+  2 x `conv_filters` channels and pool each axis to at most `grid_cells`
+  cells before a dense layer of `feature_dim` (`grid_pool_sizes`); the vector
+  encoder (and `mlp`) has `hidden_units` then `feature_dim` units.
 
   `encoders`: (modality, encoder kind) pairs replacing the default encoder of
   a modality's kind (`ENCODER_KINDS`; --encoder); checked against the data's
@@ -105,6 +136,7 @@ class ModelConfig:
   feature_dim: int = 32
   hidden_units: int = 64
   conv_filters: int = 16
+  grid_cells: int = DEFAULT_GRID_CELLS
   dropout: float = 0.0
   seed: int = 0
   encoders: EncoderChoices = ()
@@ -112,3 +144,4 @@ class ModelConfig:
   def __post_init__(self):
     # Normalised (sorted pairs) so equal choices make equal configs.
     object.__setattr__(self, 'encoders', parse_encoders(self.encoders))
+    grid_pool_sizes((), self.grid_cells)  # Rejects grid_cells < 1.

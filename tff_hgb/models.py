@@ -82,41 +82,88 @@ def _vector_encoder(x, config: ModelConfig, seed: int):
                                kernel_initializer=_init(seed + 1))(h)
 
 
+def _grid_features(h, config: ModelConfig, seed: int):
+  """Conv features [B, *axes, C] -> [B, feature_dim], keeping where they are.
+
+  Three summaries of the last convolution, concatenated into a dense layer:
+  each axis pooled to at most `config.grid_cells` cells
+  (model_config.grid_pool_sizes) by average and by maximum, flattened, so the
+  head still sees where (when) a pattern occurred and how strongly; and the
+  global maximum per channel, whether it occurred anywhere, undiluted by the
+  silence, padding or background around it. Global average pooling alone,
+  which the first encoders used, kept neither, and lost 15-65 points to a
+  flattening MLP (issue 19; measurements in docs/DESIGN.md).
+  """
+  rank = len(h.shape) - 2
+  sizes = model_config.grid_pool_sizes(h.shape[1:-1], config.grid_cells)
+  layers = tf.keras.layers
+  summaries = []
+  for pool in ({1: layers.AveragePooling1D, 2: layers.AveragePooling2D,
+                3: layers.AveragePooling3D}[rank],
+               {1: layers.MaxPool1D, 2: layers.MaxPool2D,
+                3: layers.MaxPool3D}[rank]):
+    grid = pool(sizes, padding='same')(h) if any(s > 1 for s in sizes) else h
+    summaries.append(layers.Flatten()(grid))
+  summaries.append({1: layers.GlobalMaxPooling1D, 2: layers.GlobalMaxPooling2D,
+                    3: layers.GlobalMaxPooling3D}[rank]()(h))
+  return layers.Dense(config.feature_dim, activation='relu',
+                      kernel_initializer=_init(seed))(
+                          layers.Concatenate()(summaries))
+
+
+def _halve(h, config: ModelConfig, pool_time: bool = True):
+  """Max-pool by 2 along each axis long enough (model_config.halving_pool_sizes);
+  a clip's frames (pool_time=False) are few and kept."""
+  axes = [int(d) for d in h.shape[1:-1]]
+  sizes = list(model_config.halving_pool_sizes(axes, config.grid_cells))
+  if not pool_time:
+    sizes[0] = 1
+  if all(s == 1 for s in sizes):
+    return h
+  pool = {1: tf.keras.layers.MaxPool1D, 2: tf.keras.layers.MaxPool2D,
+          3: tf.keras.layers.MaxPool3D}[len(axes)]
+  return pool(tuple(sizes), padding='same')(h)
+
+
 def _sequence_encoder(x, config: ModelConfig, seed: int):
   """1-D convolutions over time (time series, spectrogram frames)."""
   h = tf.keras.layers.Conv1D(config.conv_filters, 5, padding='same',
                              activation='relu', kernel_initializer=_init(seed))(x)
-  h = tf.keras.layers.MaxPool1D(2, padding='same')(h)
+  h = _halve(h, config)
   h = tf.keras.layers.Conv1D(2 * config.conv_filters, 5, padding='same',
                              activation='relu',
                              kernel_initializer=_init(seed + 1))(h)
-  h = tf.keras.layers.GlobalAveragePooling1D()(h)
-  return tf.keras.layers.Dense(config.feature_dim, activation='relu',
-                               kernel_initializer=_init(seed + 2))(h)
+  return _grid_features(h, config, seed + 2)
 
 
 def _image_encoder(x, config: ModelConfig, seed: int):
-  h = tf.keras.layers.Conv2D(config.conv_filters, 3, strides=2, padding='same',
+  """3x3 convolutions at full resolution, a 2x2 max-pool, a pooled grid."""
+  h = tf.keras.layers.Conv2D(config.conv_filters, 3, padding='same',
                              activation='relu', kernel_initializer=_init(seed))(x)
-  h = tf.keras.layers.Conv2D(2 * config.conv_filters, 3, strides=2,
-                             padding='same', activation='relu',
+  h = _halve(h, config)
+  h = tf.keras.layers.Conv2D(2 * config.conv_filters, 3, padding='same',
+                             activation='relu',
                              kernel_initializer=_init(seed + 1))(h)
-  h = tf.keras.layers.GlobalAveragePooling2D()(h)
-  return tf.keras.layers.Dense(config.feature_dim, activation='relu',
-                               kernel_initializer=_init(seed + 2))(h)
+  return _grid_features(h, config, seed + 2)
 
 
 def _clip_encoder(x, config: ModelConfig, seed: int):
-  """Small 3-D convolutions over [frames, height, width, channels]."""
-  h = tf.keras.layers.Conv3D(config.conv_filters, 3, strides=(1, 2, 2),
-                             padding='same', activation='relu',
-                             kernel_initializer=_init(seed))(x)
-  h = tf.keras.layers.Conv3D(2 * config.conv_filters, 3, strides=2,
-                             padding='same', activation='relu',
+  """A clip [frames, height, width, channels]; one frame is an image.
+
+  A one-frame clip goes to the image encoder (a 3-D kernel over one frame
+  only wastes two thirds of its weights on padding); longer clips get 3-D
+  convolutions, pooled over space only (frames are few), and a pooled grid.
+  """
+  if x.shape[1] == 1:
+    return _image_encoder(tf.keras.layers.Reshape(tuple(x.shape[2:]))(x),
+                          config, seed)
+  h = tf.keras.layers.Conv3D(config.conv_filters, 3, padding='same',
+                             activation='relu', kernel_initializer=_init(seed))(x)
+  h = _halve(h, config, pool_time=False)
+  h = tf.keras.layers.Conv3D(2 * config.conv_filters, 3, padding='same',
+                             activation='relu',
                              kernel_initializer=_init(seed + 1))(h)
-  h = tf.keras.layers.GlobalAveragePooling3D()(h)
-  return tf.keras.layers.Dense(config.feature_dim, activation='relu',
-                               kernel_initializer=_init(seed + 2))(h)
+  return _grid_features(h, config, seed + 2)
 
 
 def _mlp_encoder(x, config: ModelConfig, seed: int):

@@ -53,9 +53,7 @@ CLIENT_ID_COLUMN = 'client_id'
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 SIDECAR_SUFFIX = '.json'
 _SIDECAR_FORMAT_VERSION = 1
-# Floor added to mel energies before the log; padding uses log(floor), i.e.
-# silence, rather than 0 (which would be a loud, flat frame).
-_LOG_MEL_FLOOR = 1e-6
+_LOG_MEL_FLOOR = media_config.LOG_MEL_FLOOR
 
 MediaConfig = media_config.MediaConfig
 
@@ -88,7 +86,7 @@ def log_mel_spectrogram(path: str, config: MediaConfig) -> np.ndarray:
   if padding > 0:
     log_mel = np.concatenate([
         log_mel,
-        np.full((padding, config.num_mel_bins), np.log(_LOG_MEL_FLOOR))])
+        np.full((padding, config.num_mel_bins), media_config.LOG_MEL_PADDING)])
   return log_mel.astype(np.float32)
 
 
