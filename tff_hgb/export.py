@@ -25,7 +25,7 @@ import tensorflow_federated as tff
 import tff_hgb
 from tff_hgb import models
 from tff_hgb.data import dataset as dataset_lib
-from tff_hgb.data import datasets
+from tff_hgb.data import normalization
 
 # Written into every export; `load_model` reads the versions in READABLE.
 # Bump FORMAT_VERSION when the files change, and keep reading the old ones.
@@ -191,9 +191,9 @@ class ExportedModel:
         raise ValueError(f'presence of {spec.name}: expected {n} flags, got '
                          f'shape {list(flags[spec.name].shape)}.')
       if self.normalization and spec.name in self.normalization:
-        # As `datasets.normalize_features` did to the training data.
+        # As `normalization.normalize_features` did to the training data.
         mean, std = self.normalization[spec.name]
-        array = datasets.standardize(array, spec.kind, mean, std,
+        array = normalization.standardize(array, spec.kind, mean, std,
                                      flags[spec.name])
       features[spec.name] = array.astype(np.float32)
     data = dataset_lib.MultiModalDataset(

@@ -21,7 +21,7 @@ from tff_hgb.data.datasets import describe
 from tff_hgb.data.datasets import hold_out_test
 from tff_hgb.data.datasets import load
 from tff_hgb.data.datasets import load_npz
-from tff_hgb.data.datasets import normalize_features
+from tff_hgb.data.normalization import normalize_features
 from tff_hgb.data.partition import ClientPartition
 from tff_hgb.data.partition import make_partition
 from tff_hgb.data.partition import Partition

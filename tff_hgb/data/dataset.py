@@ -65,7 +65,7 @@ class MultiModalDataset:
   client_ids: Optional[np.ndarray] = None
   presence: Optional[dict[str, np.ndarray]] = None
   # {modality: (mean, std)} when the features were z-scored with training
-  # statistics (`datasets.normalize_features`); an exported model keeps them,
+  # statistics (`normalization.normalize_features`); an exported model keeps them,
   # so it takes raw inputs.
   normalization: Optional[dict[str, tuple[np.ndarray, np.ndarray]]] = None
 

@@ -16,7 +16,7 @@ READERS = {AUDIO: dataset.SPECTROGRAM, RGB: dataset.FRAMES, FLOW: dataset.FLOW}
 # Floor added to mel energies before the log. Clips shorter than num_frames
 # are padded with frames of exactly log(floor) in every bin (silence, not 0,
 # which would be a loud, flat frame); normalisation leaves such frames out of
-# its statistics (`datasets.normalize_features`).
+# its statistics (`normalization.normalize_features`).
 LOG_MEL_FLOOR = 1e-6
 LOG_MEL_PADDING = math.log(LOG_MEL_FLOOR)
 
