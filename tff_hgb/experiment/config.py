@@ -127,13 +127,16 @@ def parse_tune(spec: str) -> list[tuple[str, list[Any]]]:
   return grid
 
 
+def grid_candidates(grid) -> list[dict[str, Any]]:
+  """Every combination (field → value) of a [(field, values)] grid, in order."""
+  names = [name for name, _ in grid]
+  return [dict(zip(names, combo))
+          for combo in itertools.product(*[values for _, values in grid])]
+
+
 def tune_candidates(spec: str) -> list[dict[str, Any]]:
   grid = parse_tune(spec)
-  if not grid:
-    return []
-  names = [g[0] for g in grid]
-  return [dict(zip(names, combo))
-          for combo in itertools.product(*[g[1] for g in grid])]
+  return grid_candidates(grid) if grid else []
 
 
 def _known_dataset(name: str) -> bool:

@@ -29,7 +29,6 @@ even loaded into the tuning runs' evaluation.
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import time
@@ -88,10 +87,9 @@ def submit(scheduler: jobs.Scheduler, tuning: 'Tuning', *, key: tuple,
         then(tuning.finish())
         return
     for position, (values, seed) in enumerate(todo):
-      text = ','.join(f'{k}={v:g}' for k, v in values.items())
       scheduler.submit(jobs.Task(
           key + (tuning.step, position, tuning.seeds.index(seed)),
-          f'tune {label} {text} seed {seed}', candidate_task,
+          f'tune {label} {_label(values)} seed {seed}', candidate_task,
           (tuning.config, values, seed)), then=added)
 
   def added(entry):
@@ -154,9 +152,7 @@ class Tuning:
 
   def candidates(self) -> list[dict[str, Any]]:
     """The grid's values (field → value), in grid order."""
-    names = [name for name, _ in self.grid]
-    return [dict(zip(names, combo)) for combo in
-            itertools.product(*[values for _, values in self.grid])]
+    return config_lib.grid_candidates(self.grid)
 
   def missing(self) -> list[tuple[dict[str, Any], int]]:
     """The (value, seed) runs of the current grid not trained yet."""
@@ -277,6 +273,10 @@ def extend_value(values, *, up: bool):
   return value
 
 
+def _label(values: Mapping[str, Any]) -> str:
+  return ','.join(f'{k}={v:g}' for k, v in values.items())
+
+
 def _run_key(values: Mapping[str, Any], seed: int) -> tuple:
   return (tuple(sorted(values.items())), seed)
 
@@ -302,7 +302,7 @@ def train_candidate(config: config_lib.ExperimentConfig,
   data = data_cache.get(base, for_tuning=True)
   trial = config_lib.with_values(base, values)
   algorithm = algorithm_cache.get(trial, data)
-  label = ','.join(f'{k}={v:g}' for k, v in values.items())
+  label = _label(values)
   started = time.perf_counter()
   _, rows = loop.train(trial, data, algorithm,
                        eval_rounds=lambda r: r in last,
