@@ -22,7 +22,8 @@ from tff_hgb.experiment import results
 # ---------------------------------------------------------------------------
 
 
-def _finite(value) -> bool:
+def is_finite_number(value) -> bool:
+  """Whether `value` is an int or float that is neither NaN nor infinite."""
   return isinstance(value, (int, float)) and math.isfinite(value)
 
 
@@ -31,7 +32,7 @@ def accuracy_curve(rows: Sequence[Mapping[str, Any]],
                    ) -> tuple[list[int], list[float]]:
   """(rounds, values) of the rows where `column` was evaluated."""
   points = [(int(r[results.ROUND]), float(r[column])) for r in rows
-            if _finite(r.get(column))]
+            if is_finite_number(r.get(column))]
   return [p[0] for p in points], [p[1] for p in points]
 
 
@@ -63,7 +64,7 @@ def mechanism_means(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
   columns = sorted({k for r in rows for k in r if _MECHANISM.match(k)})
   means = {}
   for column in columns:
-    series = [float(r[column]) for r in rows if _finite(r.get(column))]
+    series = [float(r[column]) for r in rows if is_finite_number(r.get(column))]
     if series:
       means[column] = float(np.mean(series))
   return means
@@ -81,7 +82,7 @@ def summarize_rows(rows: Sequence[Mapping[str, Any]], *,
   """
   rounds, values = accuracy_curve(rows, column)
   seconds = [float(r[results.SECONDS]) for r in rows
-             if _finite(r.get(results.SECONDS))]
+             if is_finite_number(r.get(results.SECONDS))]
   summary = {
       'rounds_completed': max((int(r[results.ROUND]) for r in rows), default=0),
       'final_accuracy': values[-1] if values else None,
@@ -99,7 +100,7 @@ def summarize_rows(rows: Sequence[Mapping[str, Any]], *,
         break
   for name, key in ((results.EFFECTIVE_CLIENTS, 'effective_clients_mean'),
                     (results.FUSION_WEIGHT, 'fusion_weight_mean')):
-    series = [float(r[name]) for r in rows if _finite(r.get(name))]
+    series = [float(r[name]) for r in rows if is_finite_number(r.get(name))]
     if series:
       summary[key] = float(np.mean(series))
   return summary
@@ -111,7 +112,7 @@ def summarize_rows(rows: Sequence[Mapping[str, Any]], *,
 
 
 def _mean_std(values: Iterable[Optional[float]]):
-  values = [float(v) for v in values if _finite(v)]
+  values = [float(v) for v in values if is_finite_number(v)]
   if not values:
     return None, None
   return float(np.mean(values)), float(np.std(values))
@@ -140,7 +141,7 @@ def aggregate(runs: Mapping[str, Sequence[Mapping[str, Any]]],
     reached = [s['rounds_to_target'] for s in summaries
                if s.get('rounds_to_target') is not None]
     seconds = [s.get('seconds_per_round_median') for s in summaries
-               if _finite(s.get('seconds_per_round_median'))]
+               if is_finite_number(s.get('seconds_per_round_median'))]
     row = {
         'seeds': len(summaries),
         'final_accuracy_mean': final_mean,

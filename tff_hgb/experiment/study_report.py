@@ -91,20 +91,16 @@ def paired(runs, reference_runs, key: str = PRIMARY) -> dict[str, Any]:
   with the seeds a ±TARGET_HALF_WIDTH interval would need when it is wider."""
   by_seed = {r['seed']: r.get(key) for r in reference_runs}
   pairs = [(r.get(key), by_seed[r['seed']]) for r in runs
-           if r['seed'] in by_seed and _finite(r.get(key)) and
-           _finite(by_seed[r['seed']])]
+           if r['seed'] in by_seed and reports.is_finite_number(r.get(key)) and
+           reports.is_finite_number(by_seed[r['seed']])]
   interval = paired_interval([p[0] for p in pairs], [p[1] for p in pairs])
   if interval['half'] is not None and interval['half'] > TARGET_HALF_WIDTH:
     interval['seeds_needed'] = seeds_needed(interval['sd'])
   return interval
 
 
-def _finite(value) -> bool:
-  return isinstance(value, (int, float)) and math.isfinite(value)
-
-
 def _mean_std(values):
-  values = [v for v in values if _finite(v)]
+  values = [v for v in values if reports.is_finite_number(v)]
   if not values:
     return None, None, 0
   std = float(np.std(values, ddof=1)) if len(values) > 1 else None
