@@ -82,6 +82,17 @@ def _vector_encoder(x, config: ModelConfig, seed: int):
                                kernel_initializer=_init(seed + 1))(h)
 
 
+# Rank of a convolution's spatial axes → (average pool, max pool, global max).
+_POOLS = {
+    1: (tf.keras.layers.AveragePooling1D, tf.keras.layers.MaxPool1D,
+        tf.keras.layers.GlobalMaxPooling1D),
+    2: (tf.keras.layers.AveragePooling2D, tf.keras.layers.MaxPool2D,
+        tf.keras.layers.GlobalMaxPooling2D),
+    3: (tf.keras.layers.AveragePooling3D, tf.keras.layers.MaxPool3D,
+        tf.keras.layers.GlobalMaxPooling3D),
+}
+
+
 def _grid_features(h, config: ModelConfig, seed: int):
   """Conv features [B, *axes, C] -> [B, feature_dim], keeping where they are.
 
@@ -94,18 +105,14 @@ def _grid_features(h, config: ModelConfig, seed: int):
   which the first encoders used, kept neither, and lost 15-65 points to a
   flattening MLP (issue 19; measurements in docs/DESIGN.md).
   """
-  rank = len(h.shape) - 2
+  average, maximum, global_maximum = _POOLS[len(h.shape) - 2]
   sizes = model_config.grid_pool_sizes(h.shape[1:-1], config.grid_cells)
   layers = tf.keras.layers
   summaries = []
-  for pool in ({1: layers.AveragePooling1D, 2: layers.AveragePooling2D,
-                3: layers.AveragePooling3D}[rank],
-               {1: layers.MaxPool1D, 2: layers.MaxPool2D,
-                3: layers.MaxPool3D}[rank]):
+  for pool in (average, maximum):
     grid = pool(sizes, padding='same')(h) if any(s > 1 for s in sizes) else h
     summaries.append(layers.Flatten()(grid))
-  summaries.append({1: layers.GlobalMaxPooling1D, 2: layers.GlobalMaxPooling2D,
-                    3: layers.GlobalMaxPooling3D}[rank]()(h))
+  summaries.append(global_maximum()(h))
   return layers.Dense(config.feature_dim, activation='relu',
                       kernel_initializer=_init(seed))(
                           layers.Concatenate()(summaries))
@@ -120,9 +127,8 @@ def _halve(h, config: ModelConfig, pool_time: bool = True):
     sizes[0] = 1
   if all(s == 1 for s in sizes):
     return h
-  pool = {1: tf.keras.layers.MaxPool1D, 2: tf.keras.layers.MaxPool2D,
-          3: tf.keras.layers.MaxPool3D}[len(axes)]
-  return pool(tuple(sizes), padding='same')(h)
+  _, maximum, _ = _POOLS[len(axes)]
+  return maximum(tuple(sizes), padding='same')(h)
 
 
 def _sequence_encoder(x, config: ModelConfig, seed: int):
