@@ -274,18 +274,18 @@ def plan_methods(plan: StudyPlan, setting: Setting) -> list[Method]:
 # ---------------------------------------------------------------------------
 
 # Seconds of one final fedavg run of each setting (its rounds at its
-# eval_every, seed 0, one process, the in-process runtime), measured on this
-# 2-core machine with `python -m experiments.study --plan=v2
-# --measure_speed=fedavg,mmpareto,hgb --output_dir=/tmp/speed` (load noted
-# beside the figures). Measured 2026-11-29 20:21-20:33 UTC at load 8-21
-# (other sessions' jobs on the 2 cores): pessimistic; htad's first figure is
-# ~3x what make run's fedavg rounds took (0.2-0.3 s/round at load 5-8).
+# eval_every, seed 0, one process, the in-process runtime, the algorithm's
+# build and first round included), measured on this 2-core machine with
+# `python -m experiments.study --plan=v2 --measure_speed=fedavg
+# --output_dir=/tmp/speed` on 2026-11-29 22:45-22:50 UTC with nothing else
+# running (load ~1). The first measurement (20:21-20:33, load 8-21 from other
+# sessions' jobs) was 4-8x slower; the study is sized with the quiet figures.
 MEASURED_RUN_SECONDS: dict[str, float] = {
-    'htad_mixed_b_e1': 65.4, 'htad_mixed_b_e5': 33.6,
-    'synthetic_case_a_e5': 65.5, 'synthetic_case_a_e1': 93.3,
-    'digits_mixed_b_e2': 118.6, 'watch_natural_e2': 83.1,
-    'har_natural_e1': 143.7, 'har_natural_s10_e1': 37.6,
-    'synthetic4_mixed_b_e2': 31.0,
+    'htad_mixed_b_e1': 8.1, 'htad_mixed_b_e5': 4.9,
+    'synthetic_case_a_e5': 8.0, 'synthetic_case_a_e1': 7.6,
+    'digits_mixed_b_e2': 9.6, 'watch_natural_e2': 11.9,
+    'har_natural_e1': 29.4, 'har_natural_s10_e1': 12.3,
+    'synthetic4_mixed_b_e2': 9.5,
 }
 # A method's run time relative to fedavg's; methods not listed cost as much as
 # fedavg (make run's training s/round, htad: mmpareto 0.23, hgb 0.14, fedattn
