@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import tensorflow as tf
 import tensorflow_federated as tff
@@ -38,7 +38,11 @@ class Algorithm:
     client_ids: the clients that can take part (uni-modal: those holding it).
     federated_data: the data view the algorithm trains on.
     keras_model_fn: builds a Keras model whose trainable weights match
-      `process.get_model_weights(state)`, for evaluation.
+      `process.get_model_weights(state)`, for evaluation; its initial weights
+      are those of the configuration's seed.
+    process_seed: the model seed whose initial weights `process.initialize()`
+      returns; when the process was built for another configuration's seed
+      and reused, `initialize(algorithm)` replaces them with this one's.
   """
 
   name: str
@@ -47,6 +51,52 @@ class Algorithm:
   client_ids: list[str]
   federated_data: Any
   keras_model_fn: Callable[[], tf.keras.Model]
+  process_seed: int = 0
+  model_seed: int = 0
+
+
+# Registry entries whose client work is seeded (OGM-GE's noise).
+_SEEDED_CLIENT_WORK = ('ogm', 'ogm_ge')
+
+
+def seed_only_initialises(name: str,
+                          config: algorithms.AlgorithmConfig) -> bool:
+  """Whether `config.seed` reaches `name`'s process only as initial weights.
+
+  Then one built process serves every seed (and every data set of the same
+  modalities): `initial_model_weights` gives a seed's starting point, which
+  is bit-identical to what a process built with that seed initialises to
+  (tests/algorithm_cache_test.py). Not so when dropout layers or the client
+  work draw seeded random numbers.
+  """
+  return name not in _SEEDED_CLIENT_WORK and not config.model.dropout
+
+
+def process_key(name: str, federated_data,
+                config: algorithms.AlgorithmConfig) -> tuple:
+  """What `name`'s process depends on: the data's modalities and classes, the
+  configuration (its seed only when not `seed_only_initialises`)."""
+  if seed_only_initialises(name, config):
+    config = dataclasses.replace(
+        config, seed=0, model=dataclasses.replace(config.model, seed=0))
+  return (name, tuple(federated_data.modalities), federated_data.num_classes,
+          config)
+
+
+def initialize(algorithm: Algorithm):
+  """`algorithm.process.initialize()`, starting from its own seed's weights.
+
+  A reused process (`build_algorithm(process=...)`) initialises to the
+  weights of the seed it was built with; they are replaced by those of a
+  Keras model built with this configuration's seed, which equal what a
+  process built with that seed initialises to.
+  """
+  state = algorithm.process.initialize()
+  if algorithm.process_seed == algorithm.model_seed:
+    return state
+  return algorithm.process.set_model_weights(
+      state, tff.learning.models.ModelWeights.from_model(
+          algorithm.keras_model_fn()))
 
 
 def _client_optimizer(config: algorithms.AlgorithmConfig):
@@ -107,9 +157,60 @@ def _balanced_process(name: str, model_fn,
       **hparams)
 
 
+def _build_process(name: str, modalities, num_classes: int,
+                   config: algorithms.AlgorithmConfig
+                   ) -> tff.learning.templates.LearningProcess:
+  """The learning process of registry entry `name` (traces its computations)."""
+  head_weights = (models.equal_head_weights([m.name for m in modalities])
+                  if name == 'fedavg_all_heads' else None)
+  model_fn = models.build_model_fn(modalities, num_classes, config=config.model,
+                                   head_weights=head_weights,
+                                   jit_compile=config.jit)
+  if name in algorithms.HGB_MODES:
+    return _hgb_process(name, model_fn, config)
+  if name == 'fednova':
+    from tff_hgb.algorithms import fednova  # pylint: disable=g-import-not-at-top
+    return fednova.build_fednova_process(
+        model_fn, client_optimizer_fn=_client_optimizer(config),
+        server_optimizer_fn=_server_optimizer(config),
+        client_momentum=config.client_momentum,
+        loop_implementation=BASELINE_LOOP)
+  if name == 'fedattn':
+    from tff_hgb.algorithms import fedattn  # pylint: disable=g-import-not-at-top
+    return fedattn.build_fedattn_process(
+        model_fn, client_optimizer_fn=_client_optimizer(config),
+        epsilon=config.fedattn_epsilon, loop_implementation=BASELINE_LOOP)
+  if name in algorithms.BALANCING:
+    return _balanced_process(name, model_fn, config)
+  if name == 'fedprox':
+    return tff.learning.algorithms.build_weighted_fed_prox(
+        model_fn, proximal_strength=config.fedprox_mu,
+        client_optimizer_fn=_client_optimizer(config),
+        server_optimizer_fn=_server_optimizer(config),
+        loop_implementation=BASELINE_LOOP)
+  # fedavg, fedavg_tk, fedavg_all_heads, fedavg_capped, uni:<m>
+  aggregator = None
+  if name == 'fedavg_capped':
+    aggregator = (
+        aggregation.CappedMeanFactory(config.max_client_share)
+        if config.max_client_share else aggregation.CappedMeanFactory(
+            max_share_over_uniform=algorithms.DEFAULT_CAP_OVER_UNIFORM))
+  return tff.learning.algorithms.build_weighted_fed_avg(
+      model_fn, client_optimizer_fn=_client_optimizer(config),
+      server_optimizer_fn=_server_optimizer(config),
+      model_aggregator=aggregator, loop_implementation=BASELINE_LOOP)
+
+
 def build_algorithm(name: str, federated_data,
-                    config: algorithms.AlgorithmConfig) -> Algorithm:
-  """Builds registry entry `name` on `federated_data` (a FederatedData)."""
+                    config: algorithms.AlgorithmConfig, *,
+                    process: Optional[tff.learning.templates.LearningProcess]
+                    = None, process_seed: Optional[int] = None) -> Algorithm:
+  """Builds registry entry `name` on `federated_data` (a FederatedData).
+
+  `process`: an already built process of the same `process_key`, built with
+  model seed `process_seed`, to use instead of building one (tracing a
+  process costs ~1-2 s and its first round ~2 s more: much of a short run).
+  """
   modality_names = [m.name for m in federated_data.modalities]
   if not algorithms.is_known(name, modality_names):
     raise ValueError(f'Unknown algorithm {name!r}; expected one of '
@@ -132,14 +233,14 @@ def build_algorithm(name: str, federated_data,
     return models.build_keras_model(modalities, num_classes,
                                     config=config.model)
 
-  head_weights = (models.equal_head_weights(modality_names)
-                  if name == 'fedavg_all_heads' else None)
-  model_fn = models.build_model_fn(modalities, num_classes, config=config.model,
-                                   head_weights=head_weights,
-                                   jit_compile=config.jit)
+  if process is None:
+    process, process_seed = _build_process(name, modalities, num_classes,
+                                           config), config.model.seed
+  elif process_seed is None:
+    raise ValueError('build_algorithm: a given process needs its '
+                     'process_seed.')
 
   if name in algorithms.HGB_MODES:
-    process = _hgb_process(name, model_fn, config)
 
     def client_data(cid, round_num):
       return federated_data.client_datasets(
@@ -147,37 +248,6 @@ def build_algorithm(name: str, federated_data,
           shuffle_seed=_shuffle_seed(config, index[cid], round_num),
           validation=config.validation_source, full_probe=config.full_probe)
   else:
-    if name == 'fednova':
-      from tff_hgb.algorithms import fednova  # pylint: disable=g-import-not-at-top
-      process = fednova.build_fednova_process(
-          model_fn, client_optimizer_fn=_client_optimizer(config),
-          server_optimizer_fn=_server_optimizer(config),
-          client_momentum=config.client_momentum,
-          loop_implementation=BASELINE_LOOP)
-    elif name == 'fedattn':
-      from tff_hgb.algorithms import fedattn  # pylint: disable=g-import-not-at-top
-      process = fedattn.build_fedattn_process(
-          model_fn, client_optimizer_fn=_client_optimizer(config),
-          epsilon=config.fedattn_epsilon, loop_implementation=BASELINE_LOOP)
-    elif name in algorithms.BALANCING:
-      process = _balanced_process(name, model_fn, config)
-    elif name == 'fedprox':
-      process = tff.learning.algorithms.build_weighted_fed_prox(
-          model_fn, proximal_strength=config.fedprox_mu,
-          client_optimizer_fn=_client_optimizer(config),
-          server_optimizer_fn=_server_optimizer(config),
-          loop_implementation=BASELINE_LOOP)
-    else:  # fedavg, fedavg_tk, fedavg_all_heads, fedavg_capped, uni:<m>
-      aggregator = None
-      if name == 'fedavg_capped':
-        aggregator = (
-            aggregation.CappedMeanFactory(config.max_client_share)
-            if config.max_client_share else aggregation.CappedMeanFactory(
-                max_share_over_uniform=algorithms.DEFAULT_CAP_OVER_UNIFORM))
-      process = tff.learning.algorithms.build_weighted_fed_avg(
-          model_fn, client_optimizer_fn=_client_optimizer(config),
-          server_optimizer_fn=_server_optimizer(config),
-          model_aggregator=aggregator, loop_implementation=BASELINE_LOOP)
 
     def client_data(cid, round_num):
       # Baselines hold no validation split back: they train on all local data,
@@ -191,4 +261,5 @@ def build_algorithm(name: str, federated_data,
   return Algorithm(name=name, process=process, client_data=client_data,
                    client_ids=list(federated_data.client_ids),
                    federated_data=federated_data,
-                   keras_model_fn=keras_model_fn)
+                   keras_model_fn=keras_model_fn, process_seed=process_seed,
+                   model_seed=config.model.seed)

@@ -214,41 +214,47 @@ def _replace_learning_rates(hparams, client_lr: float, server_lr: float):
 
 
 class AlgorithmCache:
-  """Builds each algorithm once per (data, configuration).
+  """Builds each algorithm's process once per `registry.process_key`.
 
-  Learning rates are not part of the key when the process exposes them as
-  hyper-parameters (TFF's and our processes do): `initial_state` sets them
-  with `process.set_hparams`, so tuning a learning rate reuses one process.
-  A process depends on the seed through the model initialisation and the
-  data closures of the registry's `Algorithm`, so seeds still build their own.
+  A process depends on the data only through its modalities and classes,
+  and on the seed only through the model's initial weights (except where
+  `registry.seed_only_initialises` says otherwise), so the tuning runs and
+  the seeds of a method share one process: `initial_state` starts each from
+  its own seed's weights. Learning rates are not part of the key either when
+  the process exposes them as hyper-parameters (TFF's and our processes do):
+  `initial_state` sets them with `process.set_hparams`.
   """
 
-  def __init__(self, max_entries: int = 4):
+  def __init__(self, max_entries: int = 12):
     self._entries: collections.OrderedDict = collections.OrderedDict()
     self._max_entries = max_entries
     self.builds = 0
 
   def get(self, config: config_lib.ExperimentConfig, data: ExperimentData
           ) -> registry.Algorithm:
-    base = config.algorithm_config()
-    key = (config.algorithm.name, id(data.federated_data),
-           dataclasses.replace(base, client_learning_rate=0.0,
-                               server_learning_rate=0.0))
-    if key in self._entries:
-      self._entries.move_to_end(key)
-      return self._entries[key][0]
-    algorithm = registry.build_algorithm(config.algorithm.name,
-                                           data.federated_data, base)
+    name, base = config.algorithm.name, config.algorithm_config()
+    key = registry.process_key(name, data.federated_data, base)
+    any_rate = registry.process_key(
+        name, data.federated_data,
+        dataclasses.replace(base, client_learning_rate=0.0,
+                            server_learning_rate=0.0))
+    for k in (any_rate, key):
+      if k in self._entries:
+        self._entries.move_to_end(k)
+        process, process_seed = self._entries[k]
+        return registry.build_algorithm(name, data.federated_data, base,
+                                        process=process,
+                                        process_seed=process_seed)
+    algorithm = registry.build_algorithm(name, data.federated_data, base)
     self.builds += 1
     settable = _replace_learning_rates(
         algorithm.process.get_hparams(algorithm.process.initialize()),
         base.client_learning_rate, base.server_learning_rate) is not None
-    # A process without settable learning rates was built with this
-    # configuration's; it is not reused for another one.
-    if settable:
-      self._entries[key] = (algorithm, data)
-      while len(self._entries) > self._max_entries:
-        self._entries.popitem(last=False)
+    # A process without settable learning rates serves its own rates only.
+    self._entries[any_rate if settable else key] = (algorithm.process,
+                                                    algorithm.process_seed)
+    while len(self._entries) > self._max_entries:
+      self._entries.popitem(last=False)
     return algorithm
 
 
@@ -260,7 +266,7 @@ def initial_state(algorithm: registry.Algorithm,
   configuration's (`AlgorithmCache.get`); its state is returned as it is.
   """
   process = algorithm.process
-  state = process.initialize()
+  state = registry.initialize(algorithm)
   hparams = _replace_learning_rates(process.get_hparams(state),
                                     config.algorithm.client_learning_rate,
                                     config.algorithm.server_learning_rate)
