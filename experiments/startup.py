@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import sys
 import tempfile
 from typing import Callable, TypeVar
@@ -80,6 +81,21 @@ def import_tensorflow() -> None:
 _Checked = TypeVar('_Checked')
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+  del frame
+  raise SystemExit(128 + signum)
+
+
+def exit_cleanly_on_sigterm() -> None:
+  """SIGTERM (`kill`, a batch system's stop) ends the binary as SystemExit(143).
+
+  Unhandled, SIGTERM kills the process where it stands; as an exception it
+  unwinds like Ctrl-C: `finally` blocks run (a study logs its sitting's wall
+  time, a --jobs pool stops its workers) and finished rounds stay on disk.
+  """
+  signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
 def run(main: Callable[[_Checked], None], check: Callable[[], _Checked]
         ) -> None:
   """`app.run` for a binary: parse flags, `check()` them, load TF, `main`.
@@ -95,6 +111,7 @@ def run(main: Callable[[_Checked], None], check: Callable[[], _Checked]
     check: validates the parsed flags.
   """
   checked = []
+  exit_cleanly_on_sigterm()
 
   def parse_check_and_load(argv):
     args = app.parse_flags_with_usage(argv)

@@ -253,3 +253,28 @@ def test_v2_quick_study_reports_power_and_regenerates_from_outputs(tmp_path):
   os.remove(os.path.join(out, 'study.json'))
   again = study.run_study(out, **kwargs, report_only=True)
   assert again['markdown'] == markdown
+
+
+def test_sigterm_ends_a_sitting_cleanly_and_logs_it(tmp_path):
+  # SIGTERM (kill, a batch system's stop) unwinds like Ctrl-C: the runner
+  # logs the sitting's wall time, the --jobs workers stop, finished runs stay.
+  import glob  # pylint: disable=g-import-not-at-top
+  import signal  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  out = str(tmp_path / 'study')
+  process = binary_utils.start('experiments.study', [
+      '--plan=v2', '--quick', '--settings=htad_mixed_b_e1',
+      '--methods=fedavg,hgb', '--jobs=2', f'--output_dir={out}'])
+  deadline = time.monotonic() + 240
+  try:
+    while not glob.glob(os.path.join(out, '*', '*', '*', results.TUNING_JSON)):
+      assert process.poll() is None, process.communicate()[1][-3000:]
+      assert time.monotonic() < deadline, 'no tuning run finished'
+      time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+  finally:
+    code, _, stderr = binary_utils.finish(process, timeout=120)
+  assert code == 128 + signal.SIGTERM, stderr[-3000:]
+  sittings = json.load(open(os.path.join(out, 'sittings.json')))
+  assert len(sittings) == 1 and sittings[0]['seconds'] > 0
+  assert not os.path.exists(os.path.join(out, 'STUDY.md'))
