@@ -278,3 +278,39 @@ def test_sigterm_ends_a_sitting_cleanly_and_logs_it(tmp_path):
   sittings = json.load(open(os.path.join(out, 'sittings.json')))
   assert len(sittings) == 1 and sittings[0]['seconds'] > 0
   assert not os.path.exists(os.path.join(out, 'STUDY.md'))
+
+
+def _tuned(score):
+  values = {'client_learning_rate': 0.4}
+  return {'chosen': values, 'candidates': [
+      {'values': {'client_learning_rate': 0.2}, 'score': score + 0.5},
+      {'values': values, 'score': score}]}
+
+
+def test_the_default_is_rechosen_on_validation_scores_of_selection_settings():
+  # Scores at the chosen value only (the other value's is higher: ignored);
+  # a non-selection setting's tuning counts for nothing.
+  def study_with(hgb_scores):
+    rows = {}
+    for i, name in enumerate(('sel_a', 'sel_b', 'other')):
+      rows[name] = {
+          'fedavg': {'algorithm': 'fedavg', 'tuning': _tuned(0.70)},
+          'mmpareto': {'algorithm': 'mmpareto', 'tuning': _tuned(0.72)},
+          'hgb': {'algorithm': 'hgb', 'tuning': _tuned(hgb_scores[i])},
+          'hgb_paper': {'algorithm': 'hgb_paper', 'tuning': _tuned(0.99)},
+          'c_gb_shared': {'algorithm': 'c_gb', 'tuning': _tuned(0.60)}}
+    return {'settings': {n: {'selection': n != 'other'} for n in rows},
+            'rows': rows}
+
+  choice = study_report.validation_choice(study_with((0.71, 0.75, 0.10)))
+  assert choice['settings'] == ['sel_a', 'sel_b']
+  assert choice['means']['hgb'] == pytest.approx(0.73)
+  assert choice['means']['mmpareto'] == pytest.approx(0.72)
+  assert (choice['best_hgb_like'], choice['best_control']) == ('hgb',
+                                                               'mmpareto')
+  assert choice['hgb_like_beats_controls']  # hgb_paper (0.99) never counts.
+  lost = study_report.validation_choice(study_with((0.71, 0.72, 0.99)))
+  assert lost['means']['hgb'] == pytest.approx(0.715)
+  assert not lost['hgb_like_beats_controls']
+  lines = study_report._validation_choice_lines(study_with((0.71, 0.72, 0.9)))
+  assert any('stays as it is' in line for line in lines)

@@ -378,6 +378,7 @@ def _run_rows(output_dir, plan, settings, chosen, *, seeds, method_labels,
         continue
       rows[setting.name][method.label] = {
           'method': method.describe(),
+          'algorithm': method.algorithm,
           'runs': collect(method_dir, method.algorithm, seeds),
           'tuning': (results.read_json(tuning_path)
                      if os.path.exists(tuning_path) else None),

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import collections
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 from scipy import stats
 
+from tff_hgb import algorithms
 from tff_hgb.experiment import reports
 
 # The rows of a setting's table that every method is paired with.
@@ -20,6 +21,8 @@ HEADS_CONTROL = 'fedavg_all_heads'
 # reports.LAST_ROUNDS evaluated rounds; the final round's is reported too.
 PRIMARY = 'last_rounds_accuracy'
 FINAL = 'final_accuracy'
+# Rows of HGB's family (the candidates for the default `hgb`).
+HGB_LIKE = algorithms.HGB_MODES
 # The half-width (accuracy, 3 points) a paired comparison should reach.
 TARGET_HALF_WIDTH = 0.03
 
@@ -279,6 +282,79 @@ def _selection_lines(study: Mapping[str, Any]) -> list[str]:
   return lines + ['']
 
 
+# The literal paper is a reference row, never a candidate for the default.
+_NOT_A_DEFAULT = ('hgb_paper',)
+
+
+def validation_choice(study: Mapping[str, Any]) -> Optional[dict[str, Any]]:
+  """The default `hgb` re-chosen on validation data (a plan with its own
+  methods): on the selection settings, each method's tuning score at its
+  chosen value (validation held out of the training pool, never the test
+  set), averaged over those settings; the best HGB-like candidate against
+  the best control. None without selection settings or tuning records.
+  """
+  selecting = [n for n, s in study['settings'].items() if s['selection']]
+  scores: dict[str, dict[str, float]] = collections.OrderedDict()
+  kinds = {}
+  for name in selecting:
+    for label, row in study['rows'].get(name, {}).items():
+      tuning = row.get('tuning') or {}
+      chosen = [c for c in tuning.get('candidates', ())
+                if c.get('values') == tuning.get('chosen')]
+      if chosen and reports.is_finite_number(chosen[0].get('score')):
+        scores.setdefault(label, {})[name] = chosen[0]['score']
+        kinds[label] = ('HGB-like' if row.get('algorithm') in HGB_LIKE
+                        else 'control')
+  complete = {label: float(np.mean(list(per.values())))
+              for label, per in scores.items() if len(per) == len(selecting)}
+  if not selecting or not complete:
+    return None
+  candidates = {k: v for k, v in complete.items()
+                if kinds[k] == 'HGB-like' and k not in _NOT_A_DEFAULT}
+  controls = {k: v for k, v in complete.items() if kinds[k] == 'control'}
+  best_hgb = max(candidates, key=candidates.get) if candidates else None
+  best_control = max(controls, key=controls.get) if controls else None
+  beats = (best_hgb is not None and best_control is not None and
+           candidates[best_hgb] > controls[best_control])
+  return {'settings': selecting, 'scores': scores, 'means': complete,
+          'kinds': kinds, 'best_hgb_like': best_hgb,
+          'best_control': best_control, 'hgb_like_beats_controls': beats}
+
+
+def _validation_choice_lines(study: Mapping[str, Any]) -> list[str]:
+  choice = validation_choice(study)
+  if choice is None:
+    return []
+  study['validation_choice'] = choice
+  lines = ['## Default `hgb`: re-chosen on validation data', '',
+           'Each method\'s tuning score at its chosen learning rate on the '
+           'selection settings (mean over the tuning seeds of the validation '
+           'accuracy of the last rounds; validation held out of the training '
+           'pool, never the test set).', '',
+           '| method | kind | ' + ' | '.join(choice['settings']) + ' | mean |',
+           '|---|---|' + '---|' * (1 + len(choice['settings']))]
+  for label, per in choice['scores'].items():
+    mean = choice['means'].get(label)
+    lines.append(
+        f'| {label} | {choice["kinds"][label]} | ' +
+        ' | '.join(f'{100 * per[n]:.2f}' if n in per else '—'
+                   for n in choice['settings']) +
+        f' | {"—" if mean is None else f"{100 * mean:.2f}"} |')
+  best_hgb, best_control = choice['best_hgb_like'], choice['best_control']
+  if best_hgb is None:
+    verdict = ('No HGB-like candidate has a score on every selection setting '
+               'yet.')
+  elif choice['hgb_like_beats_controls']:
+    verdict = (f'The best HGB-like candidate, `{best_hgb}`, beats the best '
+               f'control, `{best_control}`, on validation.')
+  else:
+    verdict = (f'No HGB-like candidate beats the best control on validation '
+               f'(best HGB-like `{best_hgb}`, best control `{best_control}`): '
+               'the default `hgb` stays as it is (hgb_paper is the literal '
+               'paper, not a candidate).')
+  return lines + ['', verdict, '']
+
+
 def _time_lines(study: Mapping[str, Any]) -> list[str]:
   timing = study.get('timing') or {}
   if not timing:
@@ -312,6 +388,7 @@ def study_markdown(study: Mapping[str, Any]) -> str:
         if k not in ('dataset', 'partition', 'tune')) + '.', ''] + table + ['']
   lines += ['## Overview', ''] + overview(study, tables) + ['']
   lines += _selection_lines(study)
+  lines += _validation_choice_lines(study)
   lines += ['## Settings', ''] + sections
   lines += ['Methods: ' + '; '.join(
       f'{label} = {row["method"]}' for label, row in
