@@ -117,6 +117,11 @@ flags.DEFINE_integer('tune_extensions', _DEFAULTS['tune_extensions'],
                      'When the best value lies on its grid\'s edge, extend '
                      'the grid by one step (same ratio) that way, at most '
                      'this many times per field; 0 = never.')
+flags.DEFINE_enum('tune_rule', _DEFAULTS['tune_rule'], config_lib.TUNE_RULES,
+                  'How the tuned value is chosen: best = the highest score; '
+                  'one_se = the smallest value scoring within one standard '
+                  'error (over the --tune_seeds seeds) of the best (the '
+                  'most stable learning rate that is as good within noise).')
 flags.DEFINE_float('tune_val_fraction', _DEFAULTS['tune_val_fraction'],
                    'Fraction of the training pool held out for tuning.')
 flags.DEFINE_bool('progress', True, 'Show a progress bar (stderr).')

@@ -4,6 +4,7 @@ curves, so each test drives the real scheduler, record and choice in
 milliseconds (tests/experiment_test.py trains real tuning runs).
 """
 
+import math
 import types
 
 import pytest
@@ -165,3 +166,31 @@ def test_resume_never_retrains_a_finished_value(monkeypatch, tmp_path):
   trained.clear()
   _tune(config, path, resume=False)
   assert len(trained) == 6
+
+
+def _entry(lr, seed_scores):
+  scores = [s if s == s else 0.0 for s in seed_scores]  # NaN counts 0.
+  return {'values': {'client_learning_rate': lr},
+          'score': sum(scores) / len(scores),
+          'seed_scores': {str(i): s for i, s in enumerate(seed_scores)}}
+
+
+def test_one_se_rule_takes_the_smallest_value_within_a_standard_error():
+  # 1.6 is best (0.80) with seed scores 0.70, 0.80, 0.90: sd 0.1 (n - 1 in
+  # the denominator), standard error 0.1/√3 = 0.0577, so 0.8 (0.75) is within
+  # it and 0.4 (0.70) is not (with n: 0.0471, and 0.8 would not be).
+  entries = [_entry(0.4, [0.70, 0.70, 0.70]), _entry(0.8, [0.74, 0.75, 0.76]),
+             _entry(1.6, [0.70, 0.80, 0.90])]
+  assert tuning.choose(entries, 'best') == {'client_learning_rate': 1.6}
+  assert tuning.choose(entries, 'one_se') == {'client_learning_rate': 0.8}
+  # A tighter best (standard error 0.0058) keeps its own value.
+  entries[2] = _entry(1.6, [0.79, 0.80, 0.81])
+  assert tuning.choose(entries, 'one_se') == {'client_learning_rate': 1.6}
+  # A diverged seed counts 0 in the spread as in the score; grid order does
+  # not matter (an extension below the grid comes last).
+  entries = [_entry(0.4, [0.5, 0.5, 0.5]), _entry(0.8, [0.9, 0.9, math.nan]),
+             _entry(0.2, [0.45, 0.45, 0.45])]
+  assert tuning.choose(entries, 'one_se') == {'client_learning_rate': 0.2}
+  # One seed: no standard error, the best value.
+  assert tuning.choose([_entry(0.4, [0.6]), _entry(0.8, [0.7])],
+                       'one_se') == {'client_learning_rate': 0.8}

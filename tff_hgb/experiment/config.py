@@ -29,6 +29,12 @@ TUNE_EVALUATIONS = 3
 # this many last rounds (fewer if the tuning runs are shorter), so a value
 # that is good at one round and collapses at the next scores low.
 TUNE_SCORE_ROUNDS = 5
+# How a tuning chooses among its values' scores: 'best', the highest score;
+# 'one_se', the one-standard-error rule (Hastie et al., The Elements of
+# Statistical Learning, §7.10): of the values scoring within one standard
+# error (over the tuning seeds) of the best, the smallest, i.e. the most
+# conservative when smaller is safer, as for learning rates.
+TUNE_RULES = ('best', 'one_se')
 
 
 class UsageError(ValueError):
@@ -309,6 +315,8 @@ class RunConfig:
   # How many times a field's grid may be extended by one step when the best
   # value is on its edge (0: never).
   tune_extensions: int = 0
+  # How the tuned value is chosen from the scores (TUNE_RULES).
+  tune_rule: str = 'best'
   tune_val_fraction: float = 0.2
   progress: bool = True
 
@@ -324,6 +332,9 @@ class RunConfig:
     _at_least(self.tune_rounds, 0, 'tune_rounds')
     _at_least(self.tune_seeds, 1, 'tune_seeds')
     _at_least(self.tune_extensions, 0, 'tune_extensions')
+    _require(self.tune_rule in TUNE_RULES, 'tune_rule',
+             f'must be one of {", ".join(TUNE_RULES)}, got '
+             f'{self.tune_rule!r}.')
     _in_open_unit(self.tune_val_fraction, 'tune_val_fraction')
     parse_tune(self.tune)
     _require(not self.tune or self.effective_tune_rounds >= TUNE_EVALUATIONS,
@@ -349,8 +360,8 @@ for _part, _names in (
               'test_fraction', 'data_seed')),
     ('run', ('seed', 'target_accuracy', 'eval_every', 'checkpoint_every',
              'output_dir', 'export_dir', 'resume', 'tune', 'tune_rounds',
-             'tune_seeds', 'tune_extensions', 'tune_val_fraction',
-             'progress'))):
+             'tune_seeds', 'tune_extensions', 'tune_rule',
+             'tune_val_fraction', 'progress'))):
   for _name in _names:
     _FLAT[_name] = (_part, {'algorithm': 'name', 'algorithm_options':
                             'options'}.get(_name, _name))

@@ -100,6 +100,26 @@ def submit(scheduler: jobs.Scheduler, tuning: 'Tuning', *, key: tuple,
   next_runs()
 
 
+def choose(entries, rule: str = 'best') -> dict[str, Any]:
+  """The values chosen among candidate entries ({values, score, seed_scores},
+  in grid order) by `rule` (config.TUNE_RULES; ties: the earlier entry).
+
+  'one_se': the smallest values (compared field by field in grid order) of
+  those scoring at least the best score minus its standard error over the
+  seeds (a diverged seed counting 0, as in its score); with one seed, 'best'.
+  """
+  scores = [e['score'] for e in entries]
+  best = entries[int(np.argmax(scores))]
+  if rule == 'best' or len(best['seed_scores']) < 2:
+    return best['values']
+  per_seed = [s if s is not None and math.isfinite(s) else 0.0
+              for s in best['seed_scores'].values()]
+  threshold = best['score'] - (np.std(per_seed, ddof=1) /
+                               math.sqrt(len(per_seed)))
+  close = [e for e in entries if e['score'] >= threshold]
+  return min(close, key=lambda e: tuple(e['values'].values()))['values']
+
+
 def tuning_seeds(config: config_lib.ExperimentConfig) -> list[int]:
   return [config.run.seed + i for i in range(config.run.tune_seeds)]
 
@@ -211,9 +231,7 @@ class Tuning:
     return True
 
   def _best(self) -> dict[str, Any]:
-    entries = self._candidate_entries()
-    scores = [c['score'] for c in entries]
-    return entries[int(np.argmax(scores))]['values']
+    return choose(self._candidate_entries(), self.config.run.tune_rule)
 
   def _candidate_entries(self) -> list[dict[str, Any]]:
     """Each value of the grid with all its seeds done: its record entry."""
@@ -369,6 +387,7 @@ def _new_record(config: config_lib.ExperimentConfig,
                         'diverged seed counts 0)',
       },
       'max_extensions': config.run.tune_extensions,
+      'rule': config.run.tune_rule,
       'candidates': [],
       'chosen': None,
   }
