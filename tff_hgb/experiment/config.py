@@ -31,9 +31,9 @@ TUNE_EVALUATIONS = 3
 TUNE_SCORE_ROUNDS = 5
 # How a tuning chooses among its values' scores: 'best', the highest score;
 # 'one_se', the one-standard-error rule (Hastie et al., The Elements of
-# Statistical Learning, section 7.10): of the values scoring within one standard
-# error (over the tuning seeds) of the best, the smallest, i.e. the most
-# conservative when smaller is safer, as for learning rates.
+# Statistical Learning, section 7.10): of the values scoring within one
+# standard error (over the tuning seeds) of the best, the smallest, i.e. the
+# most conservative when smaller is safer, as for learning rates.
 TUNE_RULES = ('best', 'one_se')
 
 
