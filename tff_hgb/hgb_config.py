@@ -126,7 +126,7 @@ MODES = {
 # The literal paper: no stabiliser.
 PAPER_HPARAMS = HGBHParams()
 # The default `hgb` configuration, chosen by the study of ALGORITHM.md §5b
-# (`make study`, docs/STUDY.md) among four stabilised candidates on validation
+# (study v1, docs/STUDY_V1.md) among four stabilised candidates on validation
 # data of htad Mixed-B and the synthetic paper regime in case A only: OGR
 # blending of the heads with a floor of ~1/|H| on the fusion head's weight and
 # an EMA (η = 0.5) of the blend across rounds, and clients weighted by their

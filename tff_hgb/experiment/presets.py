@@ -158,7 +158,7 @@ class Method:
 # ---------------------------------------------------------------------------
 
 # Learning-rate grids of 3 values (ratio 2) centred on the v1 study's choices
-# (docs/STUDY.md v1); an edge choice extends the grid (ROBUST_TUNING), so a
+# (docs/STUDY_V1.md); an edge choice extends the grid (ROBUST_TUNING), so a
 # short grid costs little in reach (the budget's cut: grid values and tuning
 # rounds before seeds).
 _V2_GRID_HIGH = 'client_learning_rate:0.4,0.8,1.6'
