@@ -64,7 +64,7 @@ def seed_only_initialises(name: str,
   """Whether `config.seed` reaches `name`'s process only as initial weights.
 
   Then one built process serves every seed (and every data set of the same
-  modalities): `initial_model_weights` gives a seed's starting point, which
+  modalities): `initialize` gives a seed's starting point, which
   is bit-identical to what a process built with that seed initialises to
   (tests/algorithm_cache_test.py). Not so when dropout layers or the client
   work draw seeded random numbers.
