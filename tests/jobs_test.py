@@ -224,3 +224,66 @@ def test_inline_runs_in_key_order_and_raises_at_once():
   with pytest.raises(ValueError, match='stop'):
     scheduler.run()
   assert order == [(0,), (1, 0), (1, 1)]
+
+
+def _entry(key, affinity, cls=2):
+  return ((cls, key), key, jobs.Task((key,), str(key), _square, (1,),
+                                     affinity=affinity), None)
+
+
+def test_pick_prefers_own_then_unclaimed_affinity_then_the_first():
+  import heapq  # pylint: disable=g-import-not-at-top
+  ready = [_entry(0, 'a'), _entry(1, 'b'), _entry(2, 'a'), _entry(3, 'c'),
+           _entry(4, None)]
+  heapq.heapify(ready)
+  key = lambda i: ready[i][1]
+  assert key(jobs.pick(ready, own={'a'}, others={'b'})) == 0
+  assert key(jobs.pick(ready, own={'b'}, others={'a'})) == 1
+  # Nothing of its own: the first task no other worker has built.
+  assert key(jobs.pick(ready, own=set(), others={'a', 'b'})) == 3
+  # Everything taken by others: the first, so no worker waits.
+  assert key(jobs.pick(ready, own=set(), others={'a', 'b', 'c'})) == 0
+  # A higher priority class (eager: 1) goes first whatever the affinity.
+  ready.append(_entry(9, 'z', cls=1))
+  heapq.heapify(ready)
+  assert key(jobs.pick(ready, own={'a'}, others=set())) == 9
+
+
+_SEEN = set()
+
+
+def _sleep(context, seconds):
+  del context
+  time.sleep(seconds)
+
+
+def _build_once(context, affinity):
+  """A task that "builds" its affinity once per process; returns whether it
+  had to (as a method's first run in a worker builds its process)."""
+  del context
+  time.sleep(0.3)
+  built = affinity not in _SEEN
+  _SEEN.add(affinity)
+  return built
+
+
+def test_pool_keeps_a_methods_runs_on_the_worker_that_built_it():
+  from tff_hgb.experiment import caches  # pylint: disable=g-import-not-at-top
+  builds = []
+  with jobs.Pool(2, progress=False) as pool:
+    scheduler = jobs.Scheduler(pool, caches.DataCache())
+    # Two runs without affinity first, so that both workers are up and start
+    # the others at about the same time.
+    for i in (-2, -1):
+      scheduler.submit(jobs.Task((i,), f'start {i}', _sleep, (2.0,)))
+    # In key order (a, a, b, b, ...) two workers in step would each take one
+    # run of each method, and both would build both methods: 4 builds.
+    for i, affinity in enumerate('aabbaabb'):
+      scheduler.submit(jobs.Task((i,), f'{affinity}{i}', _build_once,
+                                 (affinity,), affinity=affinity),
+                       then=builds.append)
+    scheduler.run()
+  assert len(builds) == 8
+  # Each method stays on its worker: 2 builds; 3 if one worker has to take
+  # over the other's last runs so as not to wait.
+  assert sum(builds) <= 3

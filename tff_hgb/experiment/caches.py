@@ -258,6 +258,16 @@ class AlgorithmCache:
     return algorithm
 
 
+def process_affinity(config: config_lib.ExperimentConfig) -> tuple:
+  """A hint of which runs can share a process (`jobs.Task.affinity`): the
+  data set and the algorithm's settings but its learning rates."""
+  rates = ('client_learning_rate', 'server_learning_rate')
+  return (config.data.dataset,) + tuple(
+      (field.name, getattr(config.algorithm, field.name))
+      for field in dataclasses.fields(config.algorithm)
+      if field.name not in rates)
+
+
 def initial_state(algorithm: registry.Algorithm,
                   config: config_lib.ExperimentConfig):
   """process.initialize() with the configuration's learning rates set.

@@ -276,7 +276,8 @@ class _Comparison:
       scheduler.submit(jobs.Task(
           self.key + (index, 1, position), f'{config.algorithm.name} seed {seed}',
           seed_task, (run_config, tuned, record),
-          cheap=self.resume and results.run_is_complete(run_dir, run_config)),
+          cheap=self.resume and results.run_is_complete(run_dir, run_config),
+          affinity=caches.process_affinity(run_config)),
                        then=done)
 
   def finish(self, seconds: float, *, process_builds: int) -> dict[str, Any]:

@@ -35,7 +35,8 @@ import os
 import signal
 import sys
 from multiprocessing import connection as mp_connection
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
+from typing import (TYPE_CHECKING, Any, Callable, Hashable, Mapping, Optional,
+                    Sequence)
 
 from tff_hgb.experiment import results
 
@@ -77,6 +78,9 @@ class Task:
   element-wise). With a pool, `eager` tasks start before the others (a long
   chain that would otherwise run alone at the end), and `cheap` ones run in
   the parent (reading a finished run's results: no worker needs to start).
+  `affinity` (any hashable, e.g. `caches.process_affinity`) names what the
+  task builds that a later task with the same affinity can reuse: a pool
+  sends such tasks to the worker that ran one before (see `pick`).
   """
 
   key: tuple
@@ -85,6 +89,7 @@ class Task:
   args: tuple = ()
   eager: bool = False
   cheap: bool = False
+  affinity: Optional[Hashable] = None
 
 
 def default_jobs() -> int:
@@ -198,6 +203,7 @@ class _Worker:
     child_end.close()
     self.ready = False
     self.task_id: Optional[int] = None
+    self.affinities: set = set()  # Of the tasks it ran (what it has built).
 
   def stop(self, timeout: float = 10.0) -> None:
     try:
@@ -317,6 +323,30 @@ def make_pool(jobs: int, **kwargs) -> Optional[Pool]:
 # ---------------------------------------------------------------------------
 
 
+def pick(ready: Sequence[tuple], own: set, others: set) -> int:
+  """The index in `ready` (a heap of (order, count, task, then)) of the task
+  an idle worker takes next.
+
+  Among the tasks of the first priority class (cheap, eager, other; their
+  order's first element): the first in order whose affinity the worker has
+  (`own`: it built that process, so the task skips a build), else the first
+  whose affinity no other worker has, else simply the first. A method's runs
+  thus stay on one worker while there is other work, and no worker waits.
+  """
+  first = 0  # The heap's smallest.
+  head_class = ready[first][0][0]
+  best = {}  # preference → index
+  for i, (order, _, task, _) in enumerate(ready):
+    if order[0] != head_class or task.affinity is None:
+      continue
+    rank = (0 if task.affinity in own else
+            1 if task.affinity not in others else None)
+    if rank is not None and (rank not in best or
+                             ready[i][:2] < ready[best[rank]][:2]):
+      best[rank] = i
+  return best.get(0, best.get(1, first))
+
+
 class Scheduler:
   """Runs submitted tasks (and those their callbacks submit) to the end.
 
@@ -397,9 +427,11 @@ class Scheduler:
         workers = pool.workers(len(self._ready) + len(running))
         for worker in workers:
           if worker.ready and worker.task_id is None and self._ready:
-            _, _, task, then = heapq.heappop(self._ready)
+            task, then = self._take(worker, workers)
             task_id = next(ids)
             worker.task_id = task_id
+            if task.affinity is not None:
+              worker.affinities.add(task.affinity)
             running[task_id] = (task, then, worker)
             worker.conn.send((task_id, task, results.held_dirs()))
         waiting = {}
@@ -420,6 +452,15 @@ class Scheduler:
       for _, _, worker in running.values():
         worker.process.kill()
       raise
+
+  def _take(self, worker: _Worker, workers: list[_Worker]) -> tuple:
+    others = set().union(*(w.affinities for w in workers if w is not worker))
+    index = pick(self._ready, worker.affinities, others)
+    _, _, task, then = self._ready[index]
+    self._ready[index] = self._ready[-1]
+    self._ready.pop()
+    heapq.heapify(self._ready)
+    return task, then
 
   def _receive(self, worker: _Worker, running) -> None:
     try:

@@ -90,7 +90,8 @@ def submit(scheduler: jobs.Scheduler, tuning: 'Tuning', *, key: tuple,
       scheduler.submit(jobs.Task(
           key + (tuning.step, position, tuning.seeds.index(seed)),
           f'tune {label} {_label(values)} seed {seed}', candidate_task,
-          (tuning.config, values, seed)), then=added)
+          (tuning.config, values, seed),
+          affinity=caches.process_affinity(tuning.config)), then=added)
 
   def added(entry):
     tuning.add(entry)
