@@ -12,9 +12,10 @@ the result (a tuning's last value → the seeds at the chosen value), and runs:
   with the caller's caches; an error propagates at once. Exactly the order and
   the files of the sequential code.
 * `Scheduler(pool=Pool(jobs, ...))`: the smallest ready keys on the pool's idle
-  workers, a task preferring the worker that ran its `affinity` before. Workers are `multiprocessing` 'spawn' processes (TensorFlow and TFF
-  are not fork-safe) that live as long as the pool, each with its own runtime,
-  thread budget, data and algorithm caches, and that die with the parent
+  workers, a task preferring the worker that ran its `affinity` before.
+  Workers are `multiprocessing` 'spawn' processes (TensorFlow and TFF are not
+  fork-safe) that live as long as the pool, each with its own runtime, thread
+  budget, data and algorithm caches, and that die with the parent
   (PR_SET_PDEATHSIG). A task that raises, or whose worker dies, is reported in
   one line naming the run; the other tasks go on (their rounds and files are
   kept), and `run` raises `RunsFailed` at the end.

@@ -265,11 +265,16 @@ def overview(study: Mapping[str, Any], tables: Mapping[str, Mapping]
   return lines
 
 
+def _selection_settings(study: Mapping[str, Any]) -> list[str]:
+  """The settings that choose the default hgb, in the study's order."""
+  return [n for n, s in study['settings'].items() if s['selection']]
+
+
 def _selection_lines(study: Mapping[str, Any]) -> list[str]:
   selection = study.get('selection')
   if not selection:
     return []
-  selecting = [n for n, s in study['settings'].items() if s['selection']]
+  selecting = _selection_settings(study)
   lines = ['## Default `hgb`: chosen on validation data', '',
            'Candidates tuned on the selection settings only; score = the '
            'tuning score (validation data held out of the training pool).',
@@ -293,7 +298,7 @@ def validation_choice(study: Mapping[str, Any]) -> Optional[dict[str, Any]]:
   set), averaged over those settings; the best HGB-like candidate against
   the best control. None without selection settings or tuning records.
   """
-  selecting = [n for n, s in study['settings'].items() if s['selection']]
+  selecting = _selection_settings(study)
   scores: dict[str, dict[str, float]] = collections.OrderedDict()
   kinds = {}
   for name in selecting:

@@ -113,8 +113,7 @@ def choose(entries, rule: str = 'best') -> dict[str, Any]:
   best = entries[int(np.argmax(scores))]
   if rule == 'best' or len(best['seed_scores']) < 2:
     return best['values']
-  per_seed = [s if s is not None and math.isfinite(s) else 0.0
-              for s in best['seed_scores'].values()]
+  per_seed = _diverged_as_zero(best['seed_scores'].values())
   threshold = best['score'] - (np.std(per_seed, ddof=1) /
                                math.sqrt(len(per_seed)))
   close = [e for e in entries if e['score'] >= threshold]
@@ -136,10 +135,15 @@ def seed_score(accuracy) -> float:
   return float(np.mean(values)) if values else math.nan
 
 
+def _diverged_as_zero(seed_scores) -> list[float]:
+  """Seed scores with a diverged seed's (None or NaN) counted as 0."""
+  return [s if s is not None and math.isfinite(s) else 0.0
+          for s in seed_scores]
+
+
 def value_score(seed_scores) -> float:
   """A value's score: the mean over seeds, a diverged seed (NaN) counting 0."""
-  return float(np.mean([s if s is not None and math.isfinite(s) else 0.0
-                        for s in seed_scores]))
+  return float(np.mean(_diverged_as_zero(seed_scores)))
 
 
 class Tuning:
